@@ -1,0 +1,76 @@
+"""The ``cxr`` command: one typer app, one module per concept under ``cxr.cli``.
+
+Each module defines ``register(root)`` and adds its commands; heavy imports stay
+inside the command functions so ``cxr --help`` is instant and the serving path never
+imports torch. Expected failures (:class:`cxr.errors.CxrError`) print one line and exit
+with their code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cxr.errors import CxrError
+
+app = typer.Typer(
+    name="cxr",
+    help="Chest X-ray abnormality detection carried through a data lake, a warehouse and a data mart.\n\n"
+    "Configuration comes from CXR_* environment variables or .env (see `cxr config`).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Order = order in `cxr --help`.
+_MODULES = (
+    "cxr.cli.config_cmd",
+    "cxr.cli.db_cmd",
+    "cxr.cli.lake_cmd",
+    "cxr.cli.services_cmd",
+    "cxr.cli.model_cmd",
+    "cxr.cli.ingest_cmd",
+    "cxr.cli.dashboard_cmd",
+    "cxr.cli.backup_cmd",
+    "cxr.cli.warehouse_cmd",
+    "cxr.cli.mart_cmd",
+    "cxr.cli.notebook_cmd",
+)
+
+
+def _register_all() -> None:
+    import importlib
+
+    for name in _MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a stage not built yet
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def fail(exc: CxrError) -> None:
+    """Print one line for an expected failure and exit with its code."""
+    typer.echo(f"cxr: error: {exc}", err=True)
+    raise SystemExit(exc.exit_code)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except CxrError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("cxr: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

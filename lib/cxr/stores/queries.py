@@ -1,0 +1,46 @@
+"""Read queries shared by the stages (SQLAlchemy Core, parameterized).
+
+``JOINED_COLUMNS`` is the one flat row shape used everywhere downstream: the backup's parquet,
+the warehouse transform's input and the restore's output all carry exactly these names
+(the seed's column names plus lineage). A transaction with no boxes yields one row whose box
+columns are NULL: a LEFT JOIN, never the seed's inner join, which dropped it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, select
+
+from cxr.stores.schema import image, pred_bounding_box, transaction
+
+IMAGE_COLUMNS = ("image_id", "sha256", "bucket", "folder", "image_file", "width", "height", "source_format", "created_at")
+TRANSACTION_COLUMNS = ("transaction_id", "time", "cs_thr", "nms_thr", "model_version", "run_id")
+BOX_COLUMNS = ("pred_bbox_id", "pred_class", "class_id", "pred_cs", "x_min", "y_min", "x_max", "y_max")
+JOINED_COLUMNS: tuple[str, ...] = IMAGE_COLUMNS + TRANSACTION_COLUMNS + BOX_COLUMNS
+
+
+def joined_rows(*, min_transaction_id: int | None = None, max_transaction_id: int | None = None,
+                before=None) -> Select:  # noqa: ANN001 - datetime
+    """image ⋈ transaction ⟕ pred_bounding_box, ordered by (image_id, transaction_id, pred_bbox_id).
+
+    ``min_transaction_id`` is exclusive (a watermark), ``max_transaction_id`` inclusive,
+    ``before`` an exclusive upper bound on ``transaction.time``.
+    """
+    cols = [image.c[c] for c in IMAGE_COLUMNS] + [transaction.c[c] for c in TRANSACTION_COLUMNS] + [
+        pred_bounding_box.c[c] for c in BOX_COLUMNS
+    ]
+    q = (
+        select(*cols)
+        .select_from(
+            image.join(transaction, transaction.c.image_id == image.c.image_id).outerjoin(
+                pred_bounding_box, pred_bounding_box.c.transaction_id == transaction.c.transaction_id
+            )
+        )
+        .order_by(image.c.image_id, transaction.c.transaction_id, pred_bounding_box.c.pred_bbox_id)
+    )
+    if min_transaction_id is not None:
+        q = q.where(transaction.c.transaction_id > min_transaction_id)
+    if max_transaction_id is not None:
+        q = q.where(transaction.c.transaction_id <= max_transaction_id)
+    if before is not None:
+        q = q.where(transaction.c.time < before)
+    return q

@@ -1,0 +1,44 @@
+"""The warehouse ETL's state: the watermark, in the ``etl_state`` collection.
+
+The watermark is the highest ``transaction_id`` loaded into the ``images`` collection. The
+incremental load reads only transactions above it; the backup purge (stage 3) refuses to delete
+transactions above it, so history never leaves the DB before the warehouse has it.
+
+One document ``{_id: "images", watermark: <int>, updated_at: <UTC datetime>}``. Only plain
+update operators are used (``$max``, ``$set``), which DocumentDB and SecantusDB both support.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+STATE_COLLECTION = "etl_state"
+STATE_ID = "images"  # the collection whose load the watermark describes
+
+
+def get_watermark(database) -> int | None:  # noqa: ANN001 - pymongo Database
+    """Highest ``transaction_id`` loaded into the warehouse, or ``None`` when nothing was loaded."""
+    doc = database[STATE_COLLECTION].find_one({"_id": STATE_ID}, {"watermark": 1})
+    if doc is None or doc.get("watermark") is None:
+        return None
+    return int(doc["watermark"])
+
+
+def set_watermark(database, value: int, *, monotonic: bool = True) -> int | None:  # noqa: ANN001
+    """Record ``value`` as the watermark; return the watermark now in force.
+
+    ``monotonic`` (the default, used by incremental loads) only ever raises it (``$max``), so two
+    concurrent runs leave the higher of their two values. A rebuild passes ``monotonic=False``:
+    it has loaded the whole history and its value is the truth.
+    """
+    now = datetime.now(UTC).replace(tzinfo=None)
+    update = {"$max": {"watermark": int(value)}, "$set": {"updated_at": now}} if monotonic else {
+        "$set": {"watermark": int(value), "updated_at": now}
+    }
+    database[STATE_COLLECTION].update_one({"_id": STATE_ID}, update, upsert=True)
+    return get_watermark(database)
+
+
+def clear_watermark(database) -> None:  # noqa: ANN001
+    """Forget the watermark (the next incremental load reads every transaction in the DB)."""
+    database[STATE_COLLECTION].delete_one({"_id": STATE_ID})
