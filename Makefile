@@ -13,7 +13,7 @@ export JUPYTER_RUNTIME_DIR ?= $(CURDIR)/var/jupyter/runtime
 export IPYTHONDIR ?= $(CURDIR)/var/ipython
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 
-.PHONY: help setup system-deps demo test test-unit lab dashboard services-up services-down airflow clean
+.PHONY: help setup system-deps demo test test-unit lab dashboard services-up services-down airflow airflow-venv clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -33,9 +33,14 @@ setup: $(VENV)/.installed  ## Create .venv with cxr and its extras, register the
 demo: setup  ## README command 1: run the whole pipeline on the embedded defaults and serve the dashboard
 	bash scripts/demo.sh
 
-test: system-deps setup  ## README command 2: install what is missing, start the services, run every test, stop them
-	$(CXR) services up
-	set -o pipefail; $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; $(CXR) services down; exit $$rc
+# Servers already up before `make test` (a developer's `cxr services up`) stay up; the ones it
+# starts are stopped again whatever pytest's outcome (pytest exit 5, no tests collected, fails).
+test: system-deps setup airflow-venv  ## README command 2: install what is missing, start the services, run every test, stop them
+	@if $(CXR) services status --check > /dev/null 2>&1; then keep=1; else keep=0; fi; \
+	stop() { [ $$keep = 1 ] || $(CXR) services down; }; \
+	$(CXR) services up || { rc=$$?; stop; exit $$rc; }; \
+	rc=0; $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \
+	stop; exit $$rc
 
 test-unit: setup  ## Only the unit tests (no servers)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
@@ -51,6 +56,17 @@ services-up: setup  ## Start MariaDB, the S3 endpoint, SecantusDB and sshd on lo
 
 services-down:  ## Stop the local services
 	$(CXR) services down
+
+$(AIRFLOW_VENV)/.installed: env/airflow-requirements.txt env/airflow-constraints.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install -q -U pip wheel
+	$(AIRFLOW_VENV)/bin/pip install -q -r env/airflow-requirements.txt -c env/airflow-constraints.txt
+	touch $@
+
+airflow-venv: $(AIRFLOW_VENV)/.installed  ## Create .venv-airflow (Airflow 3 + papermill, SSH, Amazon providers; ~850 MB)
+
+airflow: setup airflow-venv  ## Airflow standalone on 127.0.0.1:8080 running the cxr DAGs (state in var/airflow)
+	AIRFLOW_VENV=$(AIRFLOW_VENV) bash scripts/airflow.sh standalone
 
 clean:  ## Remove local state (var/) but keep the environments
 	rm -rf var/

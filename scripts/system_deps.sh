@@ -3,8 +3,14 @@
 # missing, and only as root; otherwise says what to install and carries on.
 set -euo pipefail
 need=()
-command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+{ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } && command -v mariadb-install-db >/dev/null 2>&1 \
+  || need+=(mariadb-server)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+# Debian's own python3 needs python3-venv for `python3 -m venv` (make setup)
+if [ "$(command -v python3 || true)" = /usr/bin/python3 ] && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -f /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
 [ -f /usr/share/java/xerial-sqlite-jdbc.jar ] || need+=(libxerial-sqlite-jdbc-java)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cxr.errors import ConfigError
@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     # -- ingest guards ----------------------------------------------------------------
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest accepted upload.")
     max_pixels: int = Field(8192 * 8192, ge=1, description="Largest accepted width*height (decompression-bomb guard).")
+    deid_key: SecretStr | None = Field(None, description="HMAC key for DICOM UID/date pseudonyms (a secret); empty means a random key kept in <data_dir>/secrets/deid.key.")
 
     # -- backup ETL (stage 3) -----------------------------------------------------------
     retention_days: int = Field(90, ge=0, description="History older than this moves from the DB to the lake.")
@@ -85,6 +86,10 @@ class Settings(BaseSettings):
     ssh_key_file: Path | None = Field(None, description="Private key for the SSH host.")
     ssh_known_hosts: Path | None = Field(None, description="known_hosts used to verify the host key (no auto-add).")
     ssh_remote_workdir: str = Field("cxr", description="Project checkout on the remote host (relative to its home).")
+    ssh_remote_python: str = Field(".venv/bin/python", description="Python with cxr and papermill on the remote host (absolute, or relative to ssh_remote_workdir).")
+
+    # -- local servers (`cxr services up`) ------------------------------------------------
+    services_ports: str = Field("", description="Override ports of `cxr services`, e.g. 'mariadb=3307,s3=5055,warehouse=27018,sshd=2222'.")
 
     # -- dashboard -----------------------------------------------------------------------
     dashboard_host: str = Field("127.0.0.1")

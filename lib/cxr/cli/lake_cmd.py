@@ -19,5 +19,11 @@ def ls(prefix: str = typer.Argument("", help="Key prefix, e.g. images/ or runs/.
     typer.echo(f"{n} objects", err=True)
 
 
+# `cxr lake gc` belongs to the ingest path (it sweeps what a crashed ingest left behind).
+from cxr.cli.ingest_cmd import gc_command  # noqa: E402
+
+lake.command("gc")(gc_command)
+
+
 def register(root: typer.Typer) -> None:
     root.add_typer(lake, name="lake")

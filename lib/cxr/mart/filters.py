@@ -40,6 +40,8 @@ class MartFilters:
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"--val-fraction must lie in [0, 1), got {self.val_fraction}")
         if self.classes is not None:
+            if isinstance(self.classes, str):  # "A,B" from a CLI or notebook parameter
+                object.__setattr__(self, "classes", tuple(self.classes.split(",")))
             classes = tuple(dict.fromkeys(c.strip() for c in self.classes if c.strip()))
             if not classes:
                 raise InputError("--classes names no class")

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -42,8 +42,8 @@ class ObjectNotFound(CxrError):
 
 def check_key(key: str) -> str:
     """Reject keys that could escape the lake root (``..``, absolute paths, empty parts)."""
-    p = PurePosixPath(key)
-    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in p.parts) or "\\" in key or "\x00" in key:
+    # split on "/" ourselves: PurePosixPath("a//b").parts drops the empty part and "."
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")) or "\\" in key or "\x00" in key:
         raise CxrError(f"invalid lake key {key!r}")
     return key
 

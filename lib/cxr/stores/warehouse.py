@@ -50,12 +50,15 @@ def _stop_embedded(key: str) -> None:
 
 def client_options(url: str, tls_ca_file: Path | None = None) -> dict:
     """Extra pymongo options; checks that a named CA file exists before connecting."""
-    opts: dict = {"serverSelectionTimeoutMS": 10_000, "connectTimeoutMS": 10_000, "appname": "cxr"}
     query = parse_qs(urlsplit(url).query)
+    given = {k.lower() for k in query}  # options in the URI win over these defaults
+    opts: dict = {k: v for k, v in {"serverSelectionTimeoutMS": 10_000, "connectTimeoutMS": 10_000,
+                                    "appname": "cxr"}.items() if k.lower() not in given}
     ca = tls_ca_file or (Path(query["tlsCAFile"][0]) if "tlsCAFile" in query else None)
     if ca is not None:
         if not Path(ca).is_file():
-            raise ConfigError(f"TLS CA file {ca} does not exist", setting="CXR_WAREHOUSE_TLS_CA_FILE")
+            raise ConfigError(f"TLS CA file {ca} does not exist",
+                              setting="CXR_WAREHOUSE_TLS_CA_FILE" if tls_ca_file else "CXR_WAREHOUSE_URL")
         if tls_ca_file is not None:
             opts["tlsCAFile"] = str(tls_ca_file)
             opts["tls"] = True

@@ -1,0 +1,246 @@
+"""The Voila dashboard's widgets and their behaviour (testable without a browser).
+
+Upload a PNG, JPEG or DICOM -> it is validated, de-identified and decoded
+(:func:`cxr.ingest.decode.decode_upload`), the model runs ONCE (``Predictor.infer``), the
+prediction is stored (:func:`cxr.ingest.pipeline.store_prediction`) and shown. Moving the
+score/NMS sliders or the class toggles re-filters the cached raw output
+(``Predictor.postprocess``) without running the model again; "Save with these thresholds"
+stores another transaction for the same image. A bad file shows a banner and stores nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+import uuid
+
+from cxr.app import render
+from cxr.errors import CxrError
+
+log = logging.getLogger("cxr.app")
+
+ACCEPT = ".png,.jpg,.jpeg,.dcm,.dicom,image/png,image/jpeg,application/dicom"
+
+
+class Dashboard:
+    """All widgets of the dashboard; ``.widget`` is the root to display."""
+
+    def __init__(self, settings, *, predictor=None, engine=None, lake=None,  # noqa: ANN001
+                 score_thr: float | None = None, nms_thr: float | None = None, history_limit: int = 10,
+                 run_id: str | None = None, startup_error: str | None = None):
+        import ipywidgets as w
+
+        self.settings = settings
+        self.predictor = predictor
+        self.engine = engine
+        self.lake = lake
+        self.history_limit = history_limit
+        self.run_id = run_id or f"dashboard-{uuid.uuid4().hex[:12]}"
+        self.upload_state = None  # DecodedUpload of the current image
+        self.raw = None  # RawOutput of the current image (the model ran once)
+        self.base = None  # scaled RGB display image
+        self.scale = 1.0
+        self.records: list[dict] = []
+        self.last_saved = None
+        classes = tuple(predictor.classes) if predictor is not None else ()
+
+        layout = w.Layout
+        self.title = w.HTML(
+            "<h2 style='margin:0'>Chest X-ray abnormality detection</h2>"
+            f"<div class='cxr-note' style='background:#fff4ce;border:1px solid #d4a72c;padding:6px 10px;"
+            f"border-radius:4px;margin:6px 0'><b>{render.NOTE}</b></div>"
+        )
+        self.upload = w.FileUpload(accept=ACCEPT, multiple=False, description="Upload X-ray",
+                                   layout=layout(width="auto"))
+        self.banner = w.HTML("")
+        self.score = w.FloatSlider(value=settings.score_thr if score_thr is None else score_thr, min=0.0, max=1.0,
+                                   step=0.01, description="Score thr", continuous_update=False, readout_format=".2f",
+                                   style={"description_width": "90px"}, layout=layout(width="420px"))
+        self.nms = w.FloatSlider(value=settings.nms_thr if nms_thr is None else nms_thr, min=0.0, max=1.0, step=0.01,
+                                 description="NMS IoU thr", continuous_update=False, readout_format=".2f",
+                                 style={"description_width": "90px"}, layout=layout(width="420px"))
+        self.toggles = {c: w.Checkbox(value=True, description=c, indent=False, layout=layout(width="auto"))
+                        for c in classes}
+        self.save = w.Button(description="Save with these thresholds", disabled=True, icon="save")
+        self.original = w.Image(format="png", layout=layout(max_width="49%", border="1px solid #ccc"))
+        self.annotated = w.Image(format="png", layout=layout(max_width="49%", border="1px solid #ccc"))
+        self.images = w.HBox([self.original, self.annotated],
+                             layout=layout(justify_content="space-between", display="none"))
+        self.findings = w.HTML("")
+        self.timing = w.HTML("")
+        self.saved = w.HTML("")
+        self.warnings = w.HTML("")
+        self.history = w.HTML("")
+        self.card = w.HTML(render.card_html(getattr(predictor, "card_markdown", "") or "No model card."))
+        model_line = (f"Model <b>{predictor.model_name}</b> version <b>{predictor.model_version}</b>"
+                      if predictor is not None else "No model loaded")
+        card_box = w.Accordion(children=[self.card], titles=("Model card",))
+        card_box.selected_index = None
+
+        self.widget = w.VBox([
+            self.title,
+            w.HTML(model_line),
+            w.HBox([self.upload, self.save]),
+            self.banner,
+            w.HBox([w.VBox([self.score, self.nms]), w.VBox([w.HTML("<b>Classes shown</b>"),
+                                                           w.HBox(list(self.toggles.values()),
+                                                                  layout=layout(flex_flow="row wrap"))])]),
+            self.timing, self.saved, self.warnings,
+            self.images,
+            self.findings,
+            w.HTML("<h3>Recent uploads</h3>"), self.history,
+            card_box,
+        ], layout=layout(padding="8px"))
+
+        self.upload.observe(self._on_upload, names="value")
+        self.score.observe(self._on_filter, names="value")
+        self.nms.observe(self._on_filter, names="value")
+        for t in self.toggles.values():
+            t.observe(self._on_filter, names="value")
+        self.save.on_click(lambda _b: self.store_current())
+        if startup_error:
+            self.show_error(startup_error, title="Dashboard unavailable", nothing_stored=False)
+            self.upload.disabled = True
+        else:
+            self.refresh_history()
+
+    # -- construction from settings -------------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings=None, **kwargs) -> "Dashboard":  # noqa: ANN001
+        """Open the model (once per kernel: ``load_predictor`` caches it), the DB and the lake."""
+        from cxr.config import get_settings
+
+        try:
+            settings = settings or get_settings()
+        except CxrError as exc:
+            from cxr.config import Settings
+
+            return cls(Settings.model_construct(), startup_error=f"configuration: {exc}", **kwargs)
+        parts: dict = {}
+        try:
+            from cxr.model.predict import load_predictor
+            from cxr.stores.db import check_connection, engine_from_settings
+            from cxr.stores.lake import lake_from_settings
+
+            parts["predictor"] = load_predictor(settings)
+            parts["engine"] = engine_from_settings(settings)
+            check_connection(parts["engine"])
+            parts["lake"] = lake_from_settings(settings)
+        except CxrError as exc:
+            return cls(settings, startup_error=f"cannot start: {exc}", **parts, **kwargs)
+        return cls(settings, **parts, **kwargs)
+
+    def show(self):  # noqa: ANN201
+        from IPython.display import display
+
+        display(self.widget)
+        return self
+
+    # -- behaviour --------------------------------------------------------------------------------
+    def show_error(self, message: str, **kwargs) -> None:
+        self.banner.value = render.error_html(message, **kwargs)
+
+    def enabled_classes(self) -> set[str]:
+        return {c for c, t in self.toggles.items() if t.value}
+
+    def _on_upload(self, change) -> None:  # noqa: ANN001
+        files = change["new"]
+        if not files:
+            return
+        item = files[0]
+        try:
+            self.handle_upload(item["name"], bytes(item["content"]))
+        finally:
+            self.upload.value = ()  # ready for the next file (same name too)
+
+    def handle_upload(self, name: str, data: bytes) -> bool:
+        """Validate, detect, store and show one upload; False (banner shown, nothing stored) if refused."""
+        from cxr.ingest.decode import decode_upload
+
+        self.banner.value = ""
+        self.saved.value = ""
+        self.warnings.value = ""
+        try:
+            upload = decode_upload(name, data, self.settings)
+        except CxrError as exc:
+            self._clear_result()
+            self.show_error(str(exc))
+            log.info("dashboard rejected an upload: %s", exc)
+            return False
+        t0 = time.perf_counter()
+        self.raw = self.predictor.infer(upload.array)
+        seconds = time.perf_counter() - t0
+        self.upload_state = upload
+        self.base, self.scale = render.display_image(upload.array)
+        self.original.value = render.png(self.base)
+        self.images.layout.display = "flex"
+        self.timing.value = (f"<div class='cxr-timing'>{upload.width}&times;{upload.height} "
+                             f"{upload.source_format.upper()}; inference {seconds * 1000:.0f} ms "
+                             "(threshold changes re-filter without re-running the model)</div>")
+        if upload.warnings:
+            self.warnings.value = "".join(f"<div class='cxr-warning' style='color:#8a5300'>&#9888; "
+                                          f"{html.escape(x)}</div>" for x in upload.warnings)
+        self.refilter()
+        self.store_current()
+        return True
+
+    def _clear_result(self) -> None:
+        self.upload_state = self.raw = self.base = None
+        self.records = []
+        self.original.value = b""
+        self.annotated.value = b""
+        self.images.layout.display = "none"
+        self.findings.value = ""
+        self.timing.value = ""
+        self.save.disabled = True
+
+    def _on_filter(self, _change) -> None:  # noqa: ANN001
+        if self.raw is not None:
+            self.refilter()
+
+    def refilter(self) -> list[dict]:
+        """Re-apply the thresholds and class toggles to the cached raw output (no model run)."""
+        det = self.predictor.postprocess(self.raw, score_thr=self.score.value, nms_thr=self.nms.value,
+                                         classes=self.enabled_classes())
+        self.records = det.records()
+        self.annotated.value = render.annotate(self.base, self.records, self.scale)
+        self.findings.value = render.findings_html(self.records, self.score.value, self.nms.value)
+        self.save.disabled = False
+        return self.records
+
+    def store_current(self):  # noqa: ANN201
+        """Store the current image with the current thresholds (all classes) as a new transaction."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from cxr.ingest.pipeline import store_prediction
+
+        if self.upload_state is None:
+            return None
+        det = self.predictor.postprocess(self.raw, score_thr=self.score.value, nms_thr=self.nms.value)
+        try:
+            res = store_prediction(self.engine, self.lake, self.upload_state, det, score_thr=self.score.value,
+                                   nms_thr=self.nms.value, model_version=self.predictor.model_version,
+                                   run_id=self.run_id, original_name=self.upload_state.name)
+        except (CxrError, SQLAlchemyError, OSError) as exc:
+            self.show_error(f"the prediction is shown but could not be saved ({type(exc).__name__}).",
+                            title="Not saved", nothing_stored=False)
+            log.warning("dashboard store failed: %s", type(exc).__name__)
+            return None
+        self.last_saved = res
+        self.saved.value = render.saved_html(res.transaction_id, res.image_id, res.created_image,
+                                             self.score.value, self.nms.value)
+        self.refresh_history()
+        return res
+
+    def refresh_history(self) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from cxr.app.history import recent_uploads
+
+        if self.engine is None:
+            return
+        try:
+            self.history.value = render.history_html(recent_uploads(self.engine, self.history_limit))
+        except SQLAlchemyError as exc:
+            self.history.value = f"<i>History unavailable ({type(exc).__name__}).</i>"

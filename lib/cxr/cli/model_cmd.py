@@ -1,0 +1,199 @@
+"""``cxr phantoms`` and ``cxr model``: synthetic data, training, evaluation, export and the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+model = typer.Typer(help="The detector: train (demo: synthetic phantoms, not for clinical use), evaluate, export, "
+                         "list the registry, show a model card.", no_args_is_help=True)
+
+
+def _settings():
+    from cxr.config import get_settings
+
+    return get_settings()
+
+
+def phantoms(
+    n: int = typer.Argument(..., min=1, help="Number of images."),
+    out_dir: Path = typer.Argument(..., help="Output folder: images/, annotations/instances.json (COCO), labels.csv (VinDr)."),
+    dicom: bool = typer.Option(False, "--dicom", help="Write DICOM with FAKE patient tags instead of PNG."),
+    seed: int = typer.Option(0, help="First seed; image i uses seed+i (same seed, same image)."),
+    size: int = typer.Option(512, min=64, help="Width and height in pixels."),
+    classes: str = typer.Option("seed", help="'seed' (5), 'vindr' (14) or a comma-separated list."),
+    packed: bool = typer.Option(False, help="Many findings per image (training style)."),
+    photometric: str = typer.Option("MONOCHROME2", help="DICOM only: MONOCHROME2 or MONOCHROME1."),
+    bits: int = typer.Option(16, help="DICOM only: 8 or 16 bits per pixel."),
+) -> None:
+    """Write N synthetic chest X-ray phantoms with labeled findings (not patient data)."""
+    from tqdm.auto import tqdm
+
+    from cxr.model.classes import resolve_classes
+    from cxr.model.datasets import Sample, write_coco, write_vindr_csv
+    from cxr.model.phantoms import generate_phantom, write_dicom, write_png
+
+    cls = resolve_classes(classes)
+    samples = []
+    for i in tqdm(range(n), desc="phantoms", disable=None):
+        p = generate_phantom(seed + i, size, cls, packed=packed)
+        stem = f"phantom_{seed + i:08d}"
+        if dicom:
+            path = write_dicom(p, out_dir / "images" / f"{stem}.dcm", photometric=photometric, bits=bits)
+        else:
+            path = write_png(p, out_dir / "images" / f"{stem}.png")
+        samples.append(Sample(path, p.boxes, p.labels, p.width, p.height, stem, cls))
+    write_coco(samples, out_dir / "annotations" / "instances.json", cls, description="cxr synthetic phantoms")
+    write_vindr_csv(samples, out_dir / "labels.csv")
+    n_boxes = sum(len(s.boxes) for s in samples)
+    typer.echo(f"wrote {n} {'DICOM' if dicom else 'PNG'} phantoms with {n_boxes} boxes to {out_dir} "
+               "(annotations/instances.json, labels.csv)")
+
+
+@model.command("train")
+def train_cmd(
+    recipe: str = typer.Option("demo", help="demo (ResNet18-FPN128 at 256 px), r50 (ResNet50-FPN v2) or smoke."),
+    data: str = typer.Option("phantoms", help="'phantoms' (generated on the fly), a COCO dir/JSON (the mart's export) "
+                                              "or a VinDr-CXR CSV."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="coco or vindr (guessed from the path)."),
+    images_dir: Optional[Path] = typer.Option(None, help="VinDr CSV: folder of <image_id>.png/.dicom (default: images/ beside)."),
+    classes: Optional[str] = typer.Option(None, help="Phantoms: 'seed', 'vindr' or a list; datasets: their own."),
+    minutes: Optional[float] = typer.Option(None, help="Wall-clock budget (default: the recipe's)."),
+    steps: Optional[int] = typer.Option(None, help="Step budget instead of minutes."),
+    epochs: Optional[float] = typer.Option(None, help="Epoch budget (datasets only)."),
+    backbone: Optional[str] = typer.Option(None, help="resnet18 or resnet50_v2."),
+    size: Optional[int] = typer.Option(None, help="Training (= model input) size, multiple of 32."),
+    batch_size: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's)."),
+    name: Optional[str] = typer.Option(None, help="Model name (default: CXR_MODEL_NAME)."),
+    version: Optional[str] = typer.Option(None, help="Output version (default: UTC timestamp)."),
+    weights: str = typer.Option("auto", help="ONNX weight storage: auto (fp16/int8 if <= 15 MB and mAP drop <= 0.02), fp32, fp16, int8."),
+    eval_n: int = typer.Option(200, help="Held-out phantoms to evaluate on."),
+) -> None:
+    """Train a RetinaNet, export ONNX + metadata + model card to the registry, and evaluate it."""
+    from cxr.errors import InputError
+    from cxr.model.evaluate import metrics_table
+    from cxr.model.train import train_and_register
+
+    if weights not in ("auto", "fp32", "fp16", "int8"):
+        raise InputError(f"--weights must be auto, fp32, fp16 or int8, got {weights!r}")
+    s = _settings()
+    rep = train_and_register(recipe, data=data, fmt=fmt, images_dir=images_dir, classes=classes,
+                             models_dir=s.models_dir, name=name or s.model_name, version=version, weights=weights,
+                             eval_n=eval_n, minutes=minutes, steps=steps, epochs=epochs, backbone=backbone, size=size,
+                             batch_size=batch_size, lr=lr, threads=threads, log=typer.echo)
+    typer.echo(metrics_table(rep["metrics"]))
+    typer.echo(f"model: {rep['model_dir']} ({rep['weights']} weights, {rep['bytes'] / 1e6:.1f} MB); "
+               f"{rep['training']['cpu_seconds'] / 60:.1f} CPU min, {rep['training']['wall_seconds'] / 60:.1f} wall min")
+
+
+@model.command("eval")
+def eval_cmd(
+    data: str = typer.Option("phantoms", help="'phantoms' (held-out seeds) or a COCO dir/JSON or VinDr CSV."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="coco or vindr."),
+    images_dir: Optional[Path] = typer.Option(None, help="VinDr CSV: image folder."),
+    n: int = typer.Option(200, help="Number of held-out phantoms."),
+    size: int = typer.Option(512, help="Phantom size."),
+    model_dir: Optional[Path] = typer.Option(None, help="A model folder (default: the registry's CXR_MODEL_NAME/VERSION)."),
+    backend: Optional[str] = typer.Option(None, help="onnx, torch or detectron2 (default: CXR_PREDICTOR_BACKEND)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """COCO mAP@0.5, mAP@[.5:.95], AP per class and sensitivity at 1 FP/image (pycocotools)."""
+    from cxr.model.datasets import read_dataset
+    from cxr.model.evaluate import evaluate_phantoms, evaluate_samples, metrics_table
+    from cxr.model.predict import load_predictor
+
+    pred = load_predictor(_settings(), backend=backend, model_dir=model_dir)
+    if data in ("phantoms", "phantom"):
+        m = evaluate_phantoms(pred, n, size)
+    else:
+        samples = read_dataset(Path(data), fmt, images_dir=images_dir, classes=pred.classes)
+        m = evaluate_samples(pred, samples, dataset=str(data))
+    if as_json:
+        typer.echo(json.dumps(m, indent=2))
+    else:
+        typer.echo(f"{pred.model_name} {pred.model_version} ({pred.backend}) on {m['dataset']}")
+        typer.echo(metrics_table(m))
+
+
+@model.command("export")
+def export_cmd(
+    model_dir: Path = typer.Argument(..., help="A model folder with model.pt (torch weights) and metadata.json."),
+    weights: str = typer.Option("int8", help="ONNX weight storage: fp32, fp16 or int8."),
+    out: Optional[Path] = typer.Option(None, help="Write model.onnx here instead of replacing the folder's."),
+) -> None:
+    """Re-export a model's ONNX from its torch weights with another weight storage (metadata updated)."""
+    import torch
+
+    from cxr.errors import InputError
+    from cxr.model.export import build_metadata, compress_weights, export_onnx, write_metadata
+    from cxr.model.net import RawRetinaNet, build_retinanet
+    from cxr.model.registry import read_metadata
+
+    if weights not in ("fp32", "fp16", "int8"):
+        raise InputError(f"--weights must be fp32, fp16 or int8, got {weights!r}")
+    meta = read_metadata(model_dir)
+    pt = model_dir / (meta.get("torch") or {}).get("file", "model.pt")
+    if not pt.is_file():
+        raise InputError(f"{pt}: no torch weights to export from")
+    net = build_retinanet(meta["arch"], len(meta["classes"]))
+    try:
+        net.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))
+    except Exception as exc:
+        raise InputError(f"{pt}: weights do not fit the metadata's architecture ({str(exc).splitlines()[0][:120]})") from None
+    target_dir = out or model_dir
+    target_dir.mkdir(parents=True, exist_ok=True)
+    tmp = export_onnx(RawRetinaNet(net.eval()), int(meta["arch"]["input_size"]), target_dir / "model.tmp.onnx")
+    final = target_dir / "model.onnx"
+    if weights == "fp32":
+        tmp.replace(final)
+    else:
+        compress_weights(tmp, final, weights)
+        tmp.unlink()
+    new = build_metadata(name=meta["name"], version=meta["version"], classes=meta["classes"], arch=meta["arch"],
+                         onnx_path=final, weights_storage=weights, torch_path=pt if target_dir == model_dir else None,
+                         training=meta.get("training", {}), metrics=meta.get("metrics"))
+    write_metadata(target_dir, new)
+    typer.echo(f"{final}: {weights} weights, {final.stat().st_size / 1e6:.1f} MB (re-run `cxr model eval` to check mAP)")
+
+
+@model.command("list")
+def list_cmd() -> None:
+    """Models in the registry (CXR_MODELS_DIR) with classes, weights and mAP."""
+    from cxr.model.registry import list_models, read_metadata
+
+    s = _settings()
+    rows = list_models(s.models_dir)
+    if not rows:
+        typer.echo(f"no models in {s.models_dir} (train one: cxr model train --recipe demo)")
+    for name, version in rows:
+        meta = read_metadata(s.models_dir / name / version)
+        m = meta.get("metrics") or {}
+        synth = " [synthetic training data, not for clinical use]" if meta.get("synthetic_training_data", True) else ""
+        typer.echo(f"{name} {version}: {len(meta['classes'])} classes, {meta.get('onnx', {}).get('weights', '?')} "
+                   f"weights, mAP@0.5 {m.get('map50', float('nan')):.3f}{synth}")
+
+
+@model.command("card")
+def card_cmd(
+    model_dir: Optional[Path] = typer.Option(None, help="A model folder (default: the registry's CXR_MODEL_NAME/VERSION)."),
+) -> None:
+    """Print the model card (intended use, training data, metrics)."""
+    from cxr.errors import InputError
+    from cxr.model.registry import read_card, resolve_model_dir
+
+    s = _settings()
+    d = model_dir or resolve_model_dir(s.models_dir, s.model_name, s.model_version)
+    text = read_card(d)
+    if not text:
+        raise InputError(f"{d}: no MODEL_CARD.md")
+    typer.echo(text)
+
+
+def register(root: typer.Typer) -> None:
+    root.command("phantoms")(phantoms)
+    root.add_typer(model, name="model")

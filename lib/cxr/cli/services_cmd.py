@@ -1,0 +1,72 @@
+"""``cxr services``: real local servers (MariaDB, S3 endpoint, SecantusDB, sshd) for dev and tests."""
+
+from __future__ import annotations
+
+import typer
+
+services = typer.Typer(
+    help="Local servers on loopback standing in for AWS: MariaDB (RDS), moto S3, SecantusDB (DocumentDB), "
+    "sshd (bastion). Data under <data_dir>/services/.",
+    no_args_is_help=True,
+)
+
+
+@services.command("up")
+def up() -> None:
+    """Start the servers that are not running (idempotent) and write <data_dir>/services/services.env."""
+    from cxr import services as svc
+
+    svc.up(echo=typer.echo)
+    typer.echo(f"env: {svc.env_file()}")
+    typer.echo(f"use: set -a; . {svc.env_file()}; set +a")
+
+
+@services.command("down")
+def down() -> None:
+    """Stop the servers `cxr services up` started (by their recorded PIDs)."""
+    from cxr import services as svc
+
+    stopped = svc.down()
+    typer.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+@services.command("status")
+def status(check: bool = typer.Option(False, "--check", help="Exit with status 1 unless every server is up.")) -> None:
+    """List each server as up or down with its address and PID."""
+    from cxr import services as svc
+
+    states = svc.status()
+    for st in states:
+        typer.echo(f"{st.name:<10} {'up' if st.up else 'down':<5} {st.address:<16} {st.detail}")
+    path = svc.env_file()
+    typer.echo(f"env: {path if path.exists() else 'not written (run `cxr services up`)'}")
+    if check and not (all(st.up for st in states) and path.exists()):
+        raise typer.Exit(1)
+
+
+@services.command("check")
+def check() -> None:
+    """Open each configured store (CXR_DB_URL, CXR_LAKE_URL, CXR_WAREHOUSE_URL, and CXR_SSH_HOST when set)
+    and say ok; a bad setting stops with one line naming it (exit 2)."""
+    from cxr.config import get_settings
+    from cxr.stores import db as dbstore
+    from cxr.stores.lake import lake_from_settings
+    from cxr.stores.warehouse import database_from_settings
+
+    s = get_settings()
+    engine = dbstore.engine_from_settings(s)
+    dbstore.check_connection(engine)
+    typer.echo(f"db: ok {dbstore.redact(str(engine.url))}")
+    typer.echo(f"lake: ok {lake_from_settings(s).url}")
+    database = database_from_settings(s)
+    typer.echo(f"warehouse: ok database {database.name!r}")
+    if s.ssh_host:
+        from cxr.remote import SSHTarget, run_remote
+
+        target = SSHTarget.from_settings(s)
+        run_remote(target, "true", check=True)
+        typer.echo(f"ssh: ok {target}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(services, name="services")

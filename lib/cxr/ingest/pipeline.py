@@ -1,0 +1,306 @@
+"""Stage 2: store an upload and its prediction, atomically and idempotently; batch ingest.
+
+The store sequence (:func:`store_prediction`):
+
+1. the object key is content-addressed: ``images/<sha[:2]>/<sha>.<ext>`` by the sha256 of
+   the stored bytes (de-identified DICOM or the PNG/JPEG as uploaded), plus
+   ``renditions/<sha[:2]>/<sha>.png``;
+2. both objects are put. A put of the same bytes under the same key is idempotent, and
+   it is always done (never skipped because the key exists) so the object's age is fresh
+   and ``cxr lake gc --older-than`` cannot sweep it while this ingest is under way;
+3. ONE DB transaction inserts the ``image`` row if the sha256 is new (race-safe: the unique
+   sha256 index decides, a loser re-selects the winner's row), then the ``transaction`` row
+   and its ``pred_bounding_box`` rows.
+
+A crash between any two steps leaves at most an object that no row references (harmless;
+swept by ``cxr lake gc``), never a row without its object and never half a prediction.
+Re-running completes the work; re-running a batch with the same ``run_id`` does not add a
+second transaction for an image already stored under that run (``resume=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from cxr.errors import InputError
+from cxr.ingest.decode import DecodedUpload, decode_upload
+from cxr.stores.schema import image, pred_bounding_box, transaction
+
+log = logging.getLogger("cxr.ingest")
+
+#: The store sequence, in order; :func:`checkpoint` is called before each step.
+STEPS = ("put_image", "put_rendition", "begin", "insert_image", "insert_transaction", "insert_boxes", "commit")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".dcm", ".dicom", "")
+_RETRYABLE_MYSQL = {1205, 1213}  # lock wait timeout, deadlock: the whole transaction was rolled back
+MAX_ATTEMPTS = 6
+
+
+def checkpoint(step: str) -> None:
+    """Fault-injection point between store steps (a no-op; tests replace it to simulate crashes)."""
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    image_id: int
+    transaction_id: int
+    sha256: str
+    image_key: str
+    created_image: bool
+    rendition_key: str = ""
+    n_boxes: int = 0
+    created_transaction: bool = True
+
+
+def utcnow() -> datetime:
+    """UTC as a naive datetime (the DB's DATETIME columns hold UTC)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def store_prediction(engine: Engine, lake, upload: DecodedUpload, detections, *,  # noqa: ANN001
+                     score_thr: float, nms_thr: float, model_version: str, run_id: str,
+                     original_name: str | None = None, resume: bool = False) -> StoredResult:
+    """Put the upload's objects in the lake, then record image + transaction + boxes in one DB transaction."""
+    sha = upload.sha256
+    checkpoint("put_image")
+    lake.put(upload.image_key, upload.stored_bytes, content_type=upload.content_type)
+    checkpoint("put_rendition")
+    lake.put(upload.rendition_key, upload.rendition_png, content_type="image/png")
+    boxes = detections.records() if detections is not None else []
+    name = original_name if original_name is not None else (upload.name or None)
+    image_row = {
+        "bucket": lake.bucket,
+        "folder": upload.image_key.rsplit("/", 1)[0],
+        "image_file": upload.image_key.rsplit("/", 1)[1],
+        "sha256": sha,
+        "width": int(upload.width),
+        "height": int(upload.height),
+        "source_format": upload.source_format,
+        "original_name": name[:255] if name else None,
+    }
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            image_id, txn_id, created, new_txn = _record(
+                engine, image_row, boxes, score_thr=score_thr, nms_thr=nms_thr,
+                model_version=model_version, run_id=run_id, resume=resume,
+            )
+            break
+        except (OperationalError, DBAPIError) as exc:
+            if attempt == MAX_ATTEMPTS or not _retryable(exc):
+                raise
+            time.sleep(0.02 * 2**attempt)
+    log.info("stored image_id=%s transaction_id=%s sha256=%s boxes=%d new_image=%s",
+             image_id, txn_id, sha[:12], len(boxes), created)
+    return StoredResult(image_id=image_id, transaction_id=txn_id, sha256=sha, image_key=upload.image_key,
+                        created_image=created, rendition_key=upload.rendition_key, n_boxes=len(boxes),
+                        created_transaction=new_txn)
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    orig = getattr(exc, "orig", None)
+    code = orig.args[0] if orig is not None and getattr(orig, "args", None) else None
+    if isinstance(code, int) and code in _RETRYABLE_MYSQL:
+        return True
+    return "database is locked" in str(orig or exc)
+
+
+def _record(engine: Engine, image_row: dict, boxes: list[dict], *, score_thr: float, nms_thr: float,
+            model_version: str, run_id: str, resume: bool) -> tuple[int, int, bool, bool]:
+    checkpoint("begin")
+    with engine.begin() as conn:
+        checkpoint("insert_image")
+        created = False
+        image_id = conn.execute(select(image.c.image_id).where(image.c.sha256 == image_row["sha256"])).scalar()
+        if image_id is None and conn.dialect.name == "sqlite":
+            # pysqlite's SAVEPOINT would commit the outer transaction on RELEASE; SQLite has
+            # ON CONFLICT instead (and serializes writers anyway).
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            done = conn.execute(sqlite_insert(image).values(**image_row, created_at=utcnow())
+                                .on_conflict_do_nothing(index_elements=["sha256"]))
+            created = done.rowcount == 1
+            image_id = conn.execute(select(image.c.image_id).where(image.c.sha256 == image_row["sha256"])).scalar_one()
+        elif image_id is None:
+            now = utcnow()
+            try:
+                with conn.begin_nested():  # a SAVEPOINT: a duplicate key undoes only this insert
+                    image_id = conn.execute(insert(image).values(**image_row, created_at=now)).inserted_primary_key[0]
+                created = True
+            except IntegrityError:
+                # Another ingester stored the same bytes first: use its row (a locking read sees
+                # the latest committed row, not this transaction's snapshot).
+                image_id = conn.execute(
+                    select(image.c.image_id).where(image.c.sha256 == image_row["sha256"]).with_for_update(read=True)
+                ).scalar_one()
+        if resume:
+            done = conn.execute(
+                select(transaction.c.transaction_id)
+                .where(transaction.c.image_id == image_id, transaction.c.run_id == run_id)
+                .order_by(transaction.c.transaction_id).limit(1)
+            ).scalar()
+            if done is not None:
+                return int(image_id), int(done), created, False
+        checkpoint("insert_transaction")
+        txn_id = conn.execute(insert(transaction).values(
+            image_id=image_id, time=utcnow(), cs_thr=float(score_thr), nms_thr=float(nms_thr),
+            model_version=str(model_version)[:64], run_id=str(run_id)[:64],
+        )).inserted_primary_key[0]
+        checkpoint("insert_boxes")
+        if boxes:
+            conn.execute(insert(pred_bounding_box), [
+                {
+                    "transaction_id": txn_id, "pred_class": str(b["class_name"])[:64], "class_id": int(b["class_id"]),
+                    "pred_cs": float(b["score"]), "x_min": float(b["x_min"]), "y_min": float(b["y_min"]),
+                    "x_max": float(b["x_max"]), "y_max": float(b["y_max"]),
+                }
+                for b in boxes
+            ])
+        checkpoint("commit")
+    return int(image_id), int(txn_id), created, True
+
+
+# -- batches -----------------------------------------------------------------------------------
+
+@dataclass
+class Rejected:
+    path: str
+    reason: str
+
+
+@dataclass
+class IngestSummary:
+    run_id: str
+    model_version: str
+    score_thr: float
+    nms_thr: float
+    stored: list[dict] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["n_stored"] = len(self.stored)
+        d["n_rejected"] = len(self.rejected)
+        d["n_new_images"] = sum(1 for s in self.stored if s["created_image"])
+        return d
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, plus image-like files (by extension, or none) found under directories."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts) \
+                        and f.suffix.lower() in IMAGE_EXTENSIONS:
+                    out.append(f)
+        else:
+            out.append(p)
+    return out
+
+
+def read_upload(path: Path, settings) -> tuple[str, bytes]:  # noqa: ANN001
+    """The file's name and bytes; refuses missing and oversized files without reading them."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputError("no such file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}") from None
+    if not path.is_file():
+        raise InputError("not a regular file")
+    if size > settings.max_upload_bytes:
+        raise InputError(f"file is {size:,} bytes, more than the {settings.max_upload_bytes:,}-byte limit (CXR_MAX_UPLOAD_BYTES)")
+    try:
+        return path.name, path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}") from None
+
+
+def iter_predictions(paths: list[Path], settings, predictor, *, score_thr: float, nms_thr: float  # noqa: ANN001
+                     ) -> Iterator[tuple[Path, DecodedUpload | None, object, float, str | None]]:
+    """(path, upload, detections, inference seconds, rejection reason) per file."""
+    for path in paths:
+        try:
+            name, data = read_upload(path, settings)
+            upload = decode_upload(name, data, settings)
+        except InputError as exc:
+            yield path, None, None, 0.0, str(exc)
+            continue
+        t0 = time.perf_counter()
+        raw = predictor.infer(upload.array)
+        seconds = time.perf_counter() - t0
+        detections = predictor.postprocess(raw, score_thr=score_thr, nms_thr=nms_thr)
+        yield path, upload, detections, seconds, None
+
+
+def ingest_files(paths: Iterable[str | Path], settings=None, *, score_thr: float | None = None,  # noqa: ANN001
+                 nms_thr: float | None = None, run_id: str | None = None, predictor=None, engine=None,
+                 lake=None, progress: bool | None = None,
+                 on_reject: Callable[[Rejected], None] | None = None) -> IngestSummary:
+    """Stage 2 for a batch: decode, detect and store every file; collect the rejected ones.
+
+    A file that is not a usable image is rejected with its reason and the batch goes on;
+    a store that fails (DB or lake down) stops the batch with its error. Passing the
+    ``run_id`` of an interrupted batch resumes it without adding duplicate transactions.
+    """
+    from tqdm import tqdm
+
+    from cxr.config import get_settings
+
+    settings = settings or get_settings()
+    score_thr = settings.score_thr if score_thr is None else score_thr
+    nms_thr = settings.nms_thr if nms_thr is None else nms_thr
+    resume = run_id is not None
+    run_id = run_id or f"ingest-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    if predictor is None:
+        from cxr.model.predict import load_predictor
+
+        predictor = load_predictor(settings)
+    if engine is None:
+        from cxr.stores.db import engine_from_settings
+
+        engine = engine_from_settings(settings)
+    if lake is None:
+        from cxr.stores.lake import lake_from_settings
+
+        lake = lake_from_settings(settings)
+    files = expand_paths(paths)
+    summary = IngestSummary(run_id=run_id, model_version=str(predictor.model_version),
+                            score_thr=float(score_thr), nms_thr=float(nms_thr))
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(files), unit="img", desc="ingest", disable=None if progress is None else not progress)
+    try:
+        for path, upload, detections, seconds, reason in iter_predictions(files, settings, predictor,
+                                                                          score_thr=score_thr, nms_thr=nms_thr):
+            bar.update(1)
+            if reason is not None:
+                rej = Rejected(str(path), reason)
+                summary.rejected.append(rej)
+                if on_reject:
+                    on_reject(rej)
+                continue
+            res = store_prediction(engine, lake, upload, detections, score_thr=score_thr, nms_thr=nms_thr,
+                                   model_version=predictor.model_version, run_id=run_id,
+                                   original_name=path.name, resume=resume)
+            summary.stored.append({"path": str(path), **asdict(res), "inference_s": round(seconds, 4)})
+            for w in upload.warnings:
+                summary.warnings.append({"path": str(path), "warning": w})
+    finally:
+        bar.close()
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    return summary

@@ -1,0 +1,176 @@
+"""Pure transform: flat ``JOINED_COLUMNS`` rows -> one warehouse document per image, and merges.
+
+A document (collection ``images``, unique on ``image_id``)::
+
+    {image_id, sha256, bucket, folder, image_file, width, height,
+     transactions: [{transaction_id, time, cs_thr, nms_thr, model_version, run_id,
+                     mode: "Object Detection",
+                     pred_bbox: [{pred_bbox_id, class_id, class_name, score,
+                                  box: [x_min, y_min, x_max, y_max]}]}],
+     first_seen, updated_at}
+
+``transactions`` is sorted by ``transaction_id`` and ``pred_bbox`` by ``pred_bbox_id``;
+``first_seen`` is when cxr first stored the image (``image.created_at``) and ``updated_at`` the
+time of the newest transaction in the document. Both follow from the rows alone, so the same rows
+give the same document whether they come from the DB or the backup parquet, in any order, in one
+load or many: that is what makes loads idempotent and a rebuild equal to the incremental result.
+
+Values are normalised to what BSON stores (plain ``int``/``float``/``str``, naive UTC datetimes
+truncated to milliseconds, ``None`` for SQL NULL / NaN), so a document built here compares equal
+to the same document read back from the warehouse.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from itertools import groupby
+from operator import itemgetter
+
+MODE = "Object Detection"
+IMAGE_FIELDS = ("image_id", "sha256", "bucket", "folder", "image_file", "width", "height")
+DOCUMENT_FIELDS = IMAGE_FIELDS + ("transactions", "first_seen", "updated_at")
+
+
+# -- value normalisation (DB rows, pandas rows and BSON agree) ------------------------------
+def _missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return type(value).__name__ in ("NaTType", "NAType")
+
+
+def _int(value: object) -> int | None:
+    return None if _missing(value) else int(value)  # type: ignore[arg-type]
+
+
+def _float(value: object) -> float | None:
+    return None if _missing(value) else float(value)  # type: ignore[arg-type]
+
+
+def _str(value: object) -> str | None:
+    return None if _missing(value) else str(value)
+
+
+def bson_time(value: object) -> datetime | None:
+    """A naive UTC datetime with millisecond precision (what BSON keeps), from datetime/Timestamp."""
+    if _missing(value):
+        return None
+    if hasattr(value, "to_pydatetime"):  # pandas Timestamp
+        value = value.to_pydatetime()  # type: ignore[union-attr]
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+
+
+# -- rows -> documents ------------------------------------------------------------------------
+def transaction_from_rows(rows: list[Mapping]) -> dict:
+    """One transaction sub-document from the rows of that transaction (a box per row, or one NULL row)."""
+    first = rows[0]
+    boxes = [
+        {
+            "pred_bbox_id": _int(r["pred_bbox_id"]),
+            "class_id": _int(r["class_id"]),
+            "class_name": _str(r["pred_class"]),
+            "score": _float(r["pred_cs"]),
+            "box": [_float(r["x_min"]), _float(r["y_min"]), _float(r["x_max"]), _float(r["y_max"])],
+        }
+        for r in rows
+        if not _missing(r["pred_bbox_id"])
+    ]
+    boxes.sort(key=itemgetter("pred_bbox_id"))
+    return {
+        "transaction_id": _int(first["transaction_id"]),
+        "time": bson_time(first["time"]),
+        "cs_thr": _float(first["cs_thr"]),
+        "nms_thr": _float(first["nms_thr"]),
+        "model_version": _str(first["model_version"]),
+        "run_id": _str(first["run_id"]),
+        "mode": MODE,
+        "pred_bbox": boxes,
+    }
+
+
+def document_from_rows(rows: list[Mapping]) -> dict:
+    """The document of one image from all of its rows (any order; duplicate rows collapse)."""
+    first = rows[0]
+    by_tx: dict[int, dict[object, Mapping]] = {}
+    for r in rows:
+        # key on pred_bbox_id so a box read from both the backup and the DB counts once
+        by_tx.setdefault(_int(r["transaction_id"]), {})[_int(r["pred_bbox_id"])] = r  # type: ignore[index]
+    transactions = [transaction_from_rows(list(boxes.values())) for _, boxes in sorted(by_tx.items())]
+    doc = {
+        "image_id": _int(first["image_id"]),
+        "sha256": _str(first["sha256"]),
+        "bucket": _str(first["bucket"]),
+        "folder": _str(first["folder"]),
+        "image_file": _str(first["image_file"]),
+        "width": _int(first["width"]),
+        "height": _int(first["height"]),
+        "transactions": transactions,
+        "first_seen": bson_time(first["created_at"]),
+        "updated_at": None,
+    }
+    doc["updated_at"] = _newest(transactions)
+    return doc
+
+
+def documents_from_rows(rows: Iterable[Mapping]) -> Iterator[dict]:
+    """One document per image from rows ordered (grouped) by ``image_id``, as ``joined_rows`` returns them.
+
+    Streams: holds one image's rows at a time. Rows that are not grouped by image yield several
+    partial documents for one image; :func:`merge_documents` combines them.
+    """
+    for _, group in groupby(rows, key=lambda r: r["image_id"]):
+        yield document_from_rows(list(group))
+
+
+def _newest(transactions: list[dict]) -> datetime | None:
+    times = [t["time"] for t in transactions if t["time"] is not None]
+    return max(times) if times else None
+
+
+# -- merging ----------------------------------------------------------------------------------
+def merge_documents(existing: Mapping, new: Mapping) -> dict:
+    """``existing`` with the transactions of ``new`` it lacks (by ``transaction_id``), in order.
+
+    Idempotent (``merge(merge(a, b), b) == merge(a, b)``) and order-free on the transactions.
+    Image fields keep the existing values; ``first_seen`` is the earlier of the two.
+    """
+    if existing["image_id"] != new["image_id"]:
+        raise ValueError(f"cannot merge image {new['image_id']} into image {existing['image_id']}")
+    merged = {k: existing[k] for k in DOCUMENT_FIELDS if k in existing}
+    have = {t["transaction_id"] for t in existing.get("transactions", [])}
+    transactions = list(existing.get("transactions", [])) + [
+        t for t in new.get("transactions", []) if t["transaction_id"] not in have
+    ]
+    transactions.sort(key=itemgetter("transaction_id"))
+    merged["transactions"] = transactions
+    firsts = [d.get("first_seen") for d in (existing, new) if d.get("first_seen") is not None]
+    merged["first_seen"] = min(firsts) if firsts else None
+    merged["updated_at"] = _newest(transactions)
+    return merged
+
+
+def merge_updates(doc: Mapping) -> list[tuple[dict, dict]]:
+    """(filter, update) pairs that merge ``doc``'s transactions into its stored document.
+
+    One pair per transaction: ``$push`` it (keeping the array sorted) only where the stored
+    document does not hold that ``transaction_id`` yet. Each update is atomic on its document, so
+    re-running it or running it from two loads at once never duplicates a transaction. Plain
+    update operators only (``$push``/``$each``/``$sort``, ``$max``, ``$min``), which DocumentDB has.
+    """
+    pairs = []
+    for tx in doc["transactions"]:
+        update: dict = {"$push": {"transactions": {"$each": [tx], "$sort": {"transaction_id": 1}}}}
+        if tx["time"] is not None:
+            update["$max"] = {"updated_at": tx["time"]}
+        if doc.get("first_seen") is not None:
+            update["$min"] = {"first_seen": doc["first_seen"]}
+        pairs.append(({"image_id": doc["image_id"], "transactions.transaction_id": {"$ne": tx["transaction_id"]}}, update))
+    return pairs
+

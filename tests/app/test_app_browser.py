@@ -1,0 +1,174 @@
+"""The dashboard in real Chromium (Debian's /usr/bin/chromium) driven by Playwright, with the real model.
+
+Voila serves notebooks/dashboard.ipynb through `cxr dashboard` on a free loopback port, with the
+embedded stores (SQLite + local lake) in this test's tmp dir. The upload widget has no
+<input type=file>: the file chooser is opened by clicking it (FIELD-GUIDE).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def models_dir():
+    from ingest_factory import require_model
+
+    return require_model()
+
+
+@pytest.fixture
+def dashboard(tmp_path, models_dir):
+    port = _free_port()
+    data = tmp_path / "var"
+    env = {**os.environ, "CXR_DATA_DIR": str(data), "CXR_MODELS_DIR": str(models_dir),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jr"), "JUPYTER_CONFIG_DIR": str(tmp_path / "jc"),
+           "JUPYTER_DATA_DIR": str(tmp_path / "jd"), "IPYTHONDIR": str(tmp_path / "ipy"),
+           "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
+    from cxr.stores.db import make_engine, upgrade
+
+    upgrade(make_engine(f"sqlite:///{data / 'cxr.db'}"))
+    log = open(tmp_path / "voila.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "cxr", "dashboard", "--port", str(port), "--cull-idle", "120"],
+                            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"cxr dashboard exited: {(tmp_path / 'voila.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    else:
+        pytest.fail("cxr dashboard did not open its port in 90 s")
+    yield {"url": f"http://127.0.0.1:{port}/", "data": data, "log": tmp_path / "voila.log"}
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(60_000)
+        yield pg
+        browser.close()
+
+
+def _upload(page, path: Path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.click(".widget-upload")
+    chooser.value.set_files(str(path))
+
+
+def _findings(page) -> int:
+    return int(page.get_attribute(".cxr-findings", "data-n"))
+
+
+def _set_slider(page, index: int, value: float) -> None:
+    """Type a value into the slider's editable readout (0: score, 1: NMS) and press Enter."""
+    readout = page.locator(".widget-slider .widget-readout").nth(index)
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(f"{value:.2f}")
+    page.keyboard.press("Enter")
+
+
+def _counts(data: Path) -> tuple[int, int, int]:
+    with sqlite3.connect(data / "cxr.db") as conn:
+        return tuple(conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]  # noqa: S608 - fixed names
+                     for t in ("image", "transaction", "pred_bounding_box"))
+
+
+def _lake(data: Path) -> list[str]:
+    root = data / "lake"
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_upload_png_and_dicom_move_thresholds_and_reject_bad_file(dashboard, page, tmp_path):
+    from cxr.model.phantoms import generate_phantom, write_dicom, write_png
+
+    png = write_png(generate_phantom(101, size=512), tmp_path / "in" / "phantom.png")
+    dcm = write_dicom(generate_phantom(102, size=512), tmp_path / "in" / "phantom.dcm", photometric="MONOCHROME1")
+    bad = tmp_path / "in" / "bad.png"
+    bad.write_bytes(b"this is not an image")
+
+    page.goto(dashboard["url"])
+    page.wait_for_selector(".widget-upload", timeout=240_000)  # kernel start + model load
+    assert "not for clinical use" in page.inner_text(".cxr-note")
+
+    _upload(page, png)
+    page.wait_for_selector(".cxr-saved[data-transaction='1']", timeout=120_000)
+    assert "inference" in page.inner_text(".cxr-timing")
+    annotated_before = page.locator(".widget-image").nth(1).get_attribute("src")
+
+    _set_slider(page, 0, 0.0)
+    page.wait_for_selector(".cxr-findings[data-score='0.00']", timeout=30_000)
+    low = _findings(page)
+    _set_slider(page, 0, 0.95)
+    page.wait_for_selector(".cxr-findings[data-score='0.95']", timeout=30_000)
+    high = _findings(page)
+    assert low > high, (low, high)
+    assert page.locator(".widget-image").nth(1).get_attribute("src") != annotated_before
+    assert _counts(dashboard["data"])[1] == 1  # moving sliders stores nothing
+
+    _set_slider(page, 0, 0.5)
+    page.wait_for_selector(".cxr-findings[data-score='0.50']", timeout=30_000)
+    _upload(page, dcm)
+    page.wait_for_selector(".cxr-saved[data-transaction='2']", timeout=120_000)
+    assert "DICOM" in page.inner_text(".cxr-timing")
+    images, txns, boxes = _counts(dashboard["data"])
+    assert (images, txns) == (2, 2)
+    keys = _lake(dashboard["data"])
+    assert len([k for k in keys if k.startswith("images/")]) == 2 and any(k.endswith(".dcm") for k in keys)
+    assert len([k for k in keys if k.startswith("renditions/")]) == 2
+    assert page.get_attribute(".cxr-history", "data-n") == "2"
+
+    # a DICOM larger than tornado's default 10 MiB websocket message limit
+    from ingest_factory import gradient, make_dicom
+
+    big = tmp_path / "in" / "big.dcm"
+    big.write_bytes(make_dicom(gradient(2400, 2400, bits=16)))
+    assert big.stat().st_size > 11 * 1024 * 1024
+    _upload(page, big)
+    page.wait_for_selector(".cxr-saved[data-transaction='3']", timeout=180_000)
+    images, txns, boxes = _counts(dashboard["data"])
+    assert (images, txns) == (3, 3)
+    keys = _lake(dashboard["data"])
+
+    _upload(page, bad)
+    page.wait_for_selector(".cxr-error", timeout=60_000)
+    assert "Nothing was stored" in page.inner_text(".cxr-error")
+    assert _counts(dashboard["data"]) == (images, txns, boxes)
+    assert _lake(dashboard["data"]) == keys

@@ -1,0 +1,39 @@
+"""A short training smoke run: the loss falls (small images, few steps)."""
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
+def test_training_smoke_loss_falls_and_exports(tmp_path):
+    from cxr.model.datasets import Sample
+    from cxr.model.export import write_artifact
+    from cxr.model.phantoms import generate_phantom, write_png
+    from cxr.model.predict import load_predictor
+    from cxr.model.train import train
+
+    samples = []
+    for i in range(2):
+        p = generate_phantom(i, 128, packed=True)
+        samples.append(Sample(write_png(p, tmp_path / f"{i}.png"), p.boxes, p.labels, 128, 128, str(i), p.class_names))
+    res = train("smoke", samples=samples, steps=14, threads=1, progress=False)
+    losses = [h["loss"] for h in res.history]
+    assert len(losses) == 14 and all(np.isfinite(losses))
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
+    out = write_artifact(res.model, res.classes, res.arch, tmp_path / "reg" / "smoke" / "0.0.1", name="smoke",
+                         version="0.0.1", training=res.info, weights="int8", keep_torch=False)
+    det = load_predictor(model_dir=out).predict(np.zeros((64, 64), np.float32), score_thr=0.0, max_det=5)
+    assert len(det) == 5
+
+
+def test_bad_training_arguments():
+    from cxr.errors import InputError
+    from cxr.model.train import train
+
+    with pytest.raises(InputError, match="recipe"):
+        train("nope", steps=1)
+    with pytest.raises(InputError, match="multiple of 32"):
+        train("smoke", size=100, steps=1)
+    with pytest.raises(InputError, match="empty"):
+        train("smoke", samples=[], steps=1, progress=False)
