@@ -2,8 +2,9 @@
 
 For each lake size N (default 100 and 10,000) the benchmark makes a fresh bucket on the local S3
 endpoint and a fresh, migrated MariaDB database (both from `cxr services up`), pre-fills them with
-N images (objects under ``images/`` and their ``image``/``transaction`` rows), then stores the
-same precomputed uploads + detections, alternating:
+N images (objects under ``images/`` and their ``image``/``transaction`` rows). Then it stores the
+same precomputed uploads + detections into every size, round by round (so a change of load on
+the shared machine hits all sizes and both methods alike), with:
 
 * **ours**: :func:`cxr.ingest.pipeline.store_prediction` (content-addressed keys, two idempotent
   PUTs, one DB transaction with auto-increment ids);
@@ -16,14 +17,15 @@ the two goals: ours(10k) / ours(100) <= 1.2 and seed(10k) / ours(10k) >= 20. Buc
 database are removed afterwards.
 
     .venv/bin/cxr services up
-    .venv/bin/python benchmarks/bench_ingest.py                  # 100 and 10000, 25 samples each
-    .venv/bin/python benchmarks/bench_ingest.py --sizes 100 1000 --samples 10 --json out.json
+    .venv/bin/python benchmarks/bench_ingest.py        # 100 and 10000; 40 images ours, 8 seed, per size
+    .venv/bin/python benchmarks/bench_ingest.py --sizes 100 1000 --samples 10 --seed-every 2 --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -106,52 +108,70 @@ def uploads(count: int, size: int, settings):  # noqa: ANN001, ANN201
     return out
 
 
-def run_size(env: dict, n: int, samples: list, settings) -> dict:  # noqa: ANN001
-    url = make_url(env["CXR_DB_URL"])
-    name = f"cxr_bench_{uuid.uuid4().hex[:10]}"
-    admin = db.make_engine(url.render_as_string(hide_password=False), pool_size=1)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
-    engine = db.make_engine(url.set(database=name).render_as_string(hide_password=False))
-    client = svc.s3_client(env["CXR_S3_ENDPOINT_URL"])
-    bucket = f"cxr-bench-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
-    lake = S3Lake(bucket, endpoint_url=env["CXR_S3_ENDPOINT_URL"], region=env.get("CXR_S3_REGION"))
-    try:
-        db.upgrade(engine)
+class Stores:
+    """A fresh MariaDB database and S3 bucket, pre-filled with ``n`` images; ``close()`` removes them."""
+
+    def __init__(self, env: dict, n: int):
+        url = make_url(env["CXR_DB_URL"])
+        self.n = n
+        self.name = f"cxr_bench_{uuid.uuid4().hex[:10]}"
+        self.admin = db.make_engine(url.render_as_string(hide_password=False), pool_size=1)
+        with self.admin.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+        self.engine = db.make_engine(url.set(database=self.name).render_as_string(hide_password=False))
+        self.client = svc.s3_client(env["CXR_S3_ENDPOINT_URL"])
+        self.bucket = f"cxr-bench-{uuid.uuid4().hex[:10]}"
+        self.client.create_bucket(Bucket=self.bucket)
+        self.lake = S3Lake(self.bucket, endpoint_url=env["CXR_S3_ENDPOINT_URL"], region=env.get("CXR_S3_REGION"))
+        db.upgrade(self.engine)
         t0 = time.perf_counter()
-        prefill(engine, lake, n)
-        fill_s = time.perf_counter() - t0
-        ours, seed = [], []
-        for up, det in samples:  # alternate, so load changes on the machine hit both alike
-            t = time.perf_counter()
-            store_prediction(engine, lake, up, det, score_thr=0.5, nms_thr=0.5, model_version="bench", run_id="bench")
-            ours.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            seed_store(engine, lake, up.stored_bytes, det.records(), width=up.width, height=up.height,
-                       score_thr=0.5, nms_thr=0.5)
-            seed.append(time.perf_counter() - t)
-        return {"objects_before": n, "prefill_s": round(fill_s, 1), "samples": len(samples),
-                "ours_median_ms": round(1000 * statistics.median(ours), 2),
-                "seed_median_ms": round(1000 * statistics.median(seed), 2),
-                "ours_p90_ms": round(1000 * sorted(ours)[int(0.9 * (len(ours) - 1))], 2),
-                "seed_p90_ms": round(1000 * sorted(seed)[int(0.9 * (len(seed) - 1))], 2)}
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        prefill(self.engine, self.lake, n)
+        self.prefill_s = time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.engine.dispose()
+        with self.admin.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{self.name}`"))
+        self.admin.dispose()
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
             objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if objs:
-                client.delete_objects(Bucket=bucket, Delete={"Objects": objs})
-        client.delete_bucket(Bucket=bucket)
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objs})
+        self.client.delete_bucket(Bucket=self.bucket)
+
+
+def measure(stores: list[Stores], samples: list, seed_every: int) -> list[dict]:
+    """Interleave every size and both methods round by round, so load changes hit all alike."""
+    ours = {s.n: [] for s in stores}
+    seed = {s.n: [] for s in stores}
+    for i, (up, det) in enumerate(samples):
+        for st in stores:
+            t = time.perf_counter()
+            store_prediction(st.engine, st.lake, up, det, score_thr=0.5, nms_thr=0.5, model_version="bench",
+                             run_id="bench")
+            ours[st.n].append(time.perf_counter() - t)
+            if i % seed_every == 0:
+                t = time.perf_counter()
+                seed_store(st.engine, st.lake, up.stored_bytes, det.records(), width=up.width, height=up.height,
+                           score_thr=0.5, nms_thr=0.5)
+                seed[st.n].append(time.perf_counter() - t)
+
+    def ms(values: list[float], q: float) -> float:
+        return round(1000 * sorted(values)[max(0, math.ceil(q * len(values)) - 1)], 2)
+
+    return [{"objects_before": st.n, "prefill_s": round(st.prefill_s, 1),
+             "ours_samples": len(ours[st.n]), "seed_samples": len(seed[st.n]),
+             "ours_median_ms": round(1000 * statistics.median(ours[st.n]), 2), "ours_p90_ms": ms(ours[st.n], 0.9),
+             "seed_median_ms": round(1000 * statistics.median(seed[st.n]), 2), "seed_p90_ms": ms(seed[st.n], 0.9)}
+            for st in stores]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 10_000], help="images already in the lake")
-    ap.add_argument("--samples", type=int, default=25, help="images stored per method and size")
+    ap.add_argument("--samples", type=int, default=40, help="images stored with our method per lake size")
+    ap.add_argument("--seed-every", type=int, default=5, help="also store with the seed's method every Nth image "
+                    "(it takes seconds per image at 10k)")
     ap.add_argument("--image-size", type=int, default=512, help="phantom side in pixels")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -167,7 +187,14 @@ def main() -> None:
 
     settings = load_settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-ingest-")))
     samples = uploads(args.samples, args.image_size, settings)
-    rows = [run_size(env, n, samples, settings) for n in args.sizes]
+    stores = []
+    try:
+        for n in args.sizes:
+            stores.append(Stores(env, n))
+        rows = measure(stores, samples, args.seed_every)
+    finally:
+        for st in stores:
+            st.close()
     small, large = rows[0], rows[-1]
     result = {
         "rows": rows,

@@ -130,10 +130,33 @@ def list_notebooks(notebooks_dir: Path) -> list[str]:
 
 
 def notebook_parameters(path: Path) -> dict[str, str]:
-    """The ``parameters`` cell of a notebook as {name: default source} (papermill's inspector)."""
-    from papermill.inspection import inspect_notebook
+    """The ``parameters`` cell of a notebook as {name: default source}, in order.
 
-    return {name: str(info.get("default", "")) for name, info in inspect_notebook(str(path)).items()}
+    Python's own parser reads the cell (papermill's line-based inspector gives up on comments
+    with semicolons or parentheses); every top-level assignment is a parameter.
+    """
+    import ast
+    import json
+
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read notebook {path}: {exc}") from None
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in (cell.get("metadata", {}).get("tags") or []):
+            source = "".join(cell.get("source", ""))
+            try:
+                tree = ast.parse(source)
+            except SyntaxError as exc:
+                raise InputError(f"{path}: the parameters cell is not valid Python: {exc.msg}") from None
+            out: dict[str, str] = {}
+            for node in tree.body:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+                for target in targets:
+                    if isinstance(target, ast.Name) and node.value is not None:
+                        out[target.id] = ast.get_source_segment(source, node.value) or ""
+            return out
+    return {}
 
 
 def coerce_parameter(value: str):  # noqa: ANN201 - a JSON scalar or the string

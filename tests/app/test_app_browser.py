@@ -172,3 +172,16 @@ def test_upload_png_and_dicom_move_thresholds_and_reject_bad_file(dashboard, pag
     assert "Nothing was stored" in page.inner_text(".cxr-error")
     assert _counts(dashboard["data"]) == (images, txns, boxes)
     assert _lake(dashboard["data"]) == keys
+
+
+def test_model_is_loaded_once_per_kernel(make_settings, models_dir):
+    """Every Dashboard in one kernel (process) shares one loaded predictor."""
+    from cxr.app.dashboard import Dashboard
+    from cxr.stores.db import engine_from_settings, upgrade
+
+    settings = make_settings(models_dir=models_dir)
+    upgrade(engine_from_settings(settings))
+    a, b = Dashboard.from_settings(settings), Dashboard.from_settings(settings)
+    assert a.banner.value == "" and not a.upload.disabled
+    assert a.predictor is b.predictor
+    assert "synthetic" in a.card.value.lower()

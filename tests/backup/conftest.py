@@ -19,12 +19,13 @@ CUTOFF = datetime(2024, 3, 1)
 
 @pytest.fixture(scope="session")
 def spark():
-    """local[2], no UI, 8 shuffle partitions, the JDBC jars: started once (~10-30 s, ~700 MB)."""
+    """local[2], no UI, 2 shuffle partitions, the JDBC jars: started once (~10-50 s, ~700 MB)."""
     from cxr.backup.job import spark_session
     from cxr.config import load_settings
 
     session = spark_session(load_settings(), master="local[2]")
     session.sparkContext.setLogLevel("ERROR")
+    session.conf.set("spark.sql.shuffle.partitions", "2")
     yield session
     session.stop()
 

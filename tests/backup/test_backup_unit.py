@@ -92,3 +92,14 @@ def test_glue_script_arguments():
     a = mod.parse_args(["--JOB_NAME", "j", "--before", "2024-01-01", "--purge", "true", "--TempDir", "s3://t/"])
     assert (a.JOB_NAME, a.before, a.purge, a.force, a.layout) == ("j", "2024-01-01", True, False, "month")
     assert mod._awsglue() is None  # awsglue is not on PyPI: the script runs on plain Spark here
+
+
+def test_notebook_entry_checks_engine_and_glue_job(make_settings):
+    from cxr.backup.job import glue_arguments, run_stage
+
+    with pytest.raises(InputError, match="engine"):
+        run_stage("emr", settings=make_settings())
+    with pytest.raises(ConfigError, match="CXR_GLUE_JOB_NAME"):
+        run_stage("glue", settings=make_settings())
+    assert glue_arguments(datetime(2024, 3, 1), purge_db=True, force=False, layout="week") == {
+        "--before": "2024-03-01T00:00:00", "--purge": "true", "--force": "false", "--layout": "week"}

@@ -89,3 +89,18 @@ def test_phantom_dicom_fake_patient_is_removed(settings):
 def test_burned_in_annotation_warns(settings):
     up = decode_upload("a.dcm", make_dicom(extra={"BurnedInAnnotation": "YES"}), settings)
     assert any("burned-in" in w for w in up.warnings)
+
+
+def test_malformed_values_never_reach_logs_or_warnings(settings, caplog, recwarn):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    data = make_dicom(extra={"PatientBirthDate": "Wilhelmina-Secret", "StudyDate": "Bartholomew-Secret",
+                             "PatientName": "Zebedee^" + "Q" * 80})
+    caplog.clear()  # what writing the test file itself logged does not count
+    recwarn.clear()
+    up = decode_upload("a.dcm", data, settings)
+    text = caplog.text + " ".join(str(w.message) for w in recwarn) + " ".join(up.warnings)
+    for value in ("Wilhelmina", "Bartholomew", "Zebedee"):
+        assert value not in text
+        assert value.encode() not in up.stored_bytes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from PIL import Image
@@ -12,7 +12,7 @@ from cxr.errors import IntegrityError
 from cxr.mart.coco import rendition_key
 from cxr.mart.export import DOWNLOAD_LOG, export_mart
 from cxr.mart.filters import MartFilters
-from mart_docs import CLASSES, T0, CountingLake, make_doc, populate
+from mart_docs import CLASSES, T0, CountingLake, make_doc, png_bytes, populate, sha_of
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +167,32 @@ def test_cli_exports_and_rejects_bad_input_in_one_line(services, warehouse_db, l
     assert "Traceback" not in bad.stderr and not (tmp_path / "o2").exists()
     unknown = run_cxr("mart", tmp_path / "o3", "--classes", "Fracture", env=env)
     assert unknown.returncode == 3 and "unknown class 'Fracture'" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_documents_made_by_the_warehouse_transform_export(warehouse_db, local_lake, tmp_path):
+    """Contract with stage 4: documents built by cxr.warehouse.documents from JOINED_COLUMNS rows."""
+    from cxr.stores.queries import JOINED_COLUMNS
+    from cxr.warehouse.documents import documents_from_rows
+
+    rows = []
+    for image_id in (1, 2):
+        sha = sha_of(image_id)
+        base = {"image_id": image_id, "sha256": sha, "bucket": "lake", "folder": f"images/{sha[:2]}",
+                "image_file": f"{sha}.dicom", "width": 50, "height": 40, "source_format": "dicom",
+                "created_at": datetime(2024, 6, 1), "transaction_id": image_id, "time": datetime(2024, 6, 1, image_id),
+                "cs_thr": 0.5, "nms_thr": 0.5, "model_version": "3", "run_id": "r"}
+        nulls = dict.fromkeys(("pred_bbox_id", "pred_class", "class_id", "pred_cs", "x_min", "y_min", "x_max", "y_max"))
+        if image_id == 1:  # two boxes
+            rows += [{**base, "pred_bbox_id": 10 + k, "pred_class": CLASSES[k], "class_id": k, "pred_cs": 0.9,
+                      "x_min": 1.0, "y_min": 2.0, "x_max": 11.0, "y_max": 22.0} for k in range(2)]
+        else:  # a transaction without boxes: NULL box columns (LEFT JOIN)
+            rows.append({**base, **nulls})
+        local_lake.put(rendition_key(sha), png_bytes(50, 40, image_id))
+    assert all(set(r) == set(JOINED_COLUMNS) for r in rows)
+    warehouse_db["images"].insert_many(list(documents_from_rows(rows)))
+    res = export_mart(tmp_path / "out", database=warehouse_db, lake=local_lake, classes=CLASSES, progress=False)
+    assert (res.images, res.annotations) == (2, 2)
+    coco = json.loads((tmp_path / "out" / "annotations" / "instances.json").read_text())
+    assert coco["images"][0]["date_captured"] == "2024-06-01 01:00:00" and coco["images"][0]["model_version"] == "3"
+    assert [a["bbox"] for a in coco["annotations"]] == [[1.0, 2.0, 10.0, 20.0]] * 2
+    assert [a["category_id"] for a in coco["annotations"]] == [1, 2]

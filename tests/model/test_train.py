@@ -37,3 +37,22 @@ def test_bad_training_arguments():
         train("smoke", size=100, steps=1)
     with pytest.raises(InputError, match="empty"):
         train("smoke", samples=[], steps=1, progress=False)
+
+
+def test_cli_train_on_a_coco_dir_registers_an_evaluated_model(tmp_path, run_cxr):
+    """`cxr model train` on the mart's layout (annotations/instances.json + images/) end to end."""
+    import json
+
+    r = run_cxr("phantoms", "5", str(tmp_path / "coco"), "--size", "64", "--packed")
+    assert r.returncode == 0, r.stderr
+    r = run_cxr("model", "train", "--recipe", "smoke", "--data", str(tmp_path / "coco"), "--steps", "3",
+                "--size", "64", "--threads", "1", "--name", "t", "--version", "0.0.1",
+                env={"CXR_MODELS_DIR": str(tmp_path / "reg"), "OMP_WAIT_POLICY": "PASSIVE"}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "mAP@0.5" in r.stdout
+    meta = json.loads((tmp_path / "reg" / "t" / "0.0.1" / "metadata.json").read_text())
+    assert meta["onnx"]["weights"] in ("fp16", "int8", "fp32") and "map50" in meta["metrics"]
+    assert meta["training"]["synthetic"] is False and meta["metrics"]["n_images"] == 1
+    r = run_cxr("model", "train", "--recipe", "smoke", "--data", str(tmp_path / "coco"), "--steps", "1",
+                "--name", "t", "--version", "0.0.1", env={"CXR_MODELS_DIR": str(tmp_path / "reg")})
+    assert r.returncode == 3 and "already exists" in r.stderr

@@ -151,6 +151,9 @@ def test_cli_incremental_then_nothing_new(run_cxr, tmp_path, services, warehouse
     assert "documents written: 2 (2 new" in first.stdout and "watermark: None -> 4" in first.stdout
     again = run_cxr("warehouse", env=env)
     assert again.returncode == 0 and "nothing new above the watermark" in again.stdout
+    rebuilt = run_cxr("warehouse", "--rebuild", "--no-progress", env=env)  # no backup in the lake yet: the DB alone
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "rebuild: 2 images, 4 transactions read" in rebuilt.stdout and "watermark: 4 -> 4" in rebuilt.stdout
     bad = run_cxr("warehouse", "--output", "x.ipynb", env=env)
     assert bad.returncode == 3 and bad.stderr.strip() == "cxr: error: --remote-env-file and --output only apply with --via-ssh"
     with engine.connect() as c:

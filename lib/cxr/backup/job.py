@@ -426,6 +426,11 @@ def run_backup(settings=None, *, before: str | date | datetime | None = None, pu
         report.timings = timings
         return report
 
+    bad = [r.manifest.run_id for r in pending_runs if not r.ok]
+    if bad:
+        report.verification = [c for r in pending_runs for c in r.checks]
+        raise IntegrityError(f"verification failed for pending run(s) {', '.join(bad)}: the lake copy differs from "
+                             "its manifest; nothing was written or purged")
     runs = list(pending_runs)
     if tids.size:
         manifest = _write_run(s, lake, engine, spark, reader, tids, iids, cutoff, layout, direct_write,
@@ -545,10 +550,11 @@ def start_glue_job(settings, job_name: str, arguments: dict[str, str], *, poll_s
     return run
 
 
-def run_stage(engine: str = "local", *, before: str | date | datetime | None = None, purge: bool = False,
+def run_stage(engine: str | None = "local", *, before: str | date | datetime | None = None, purge: bool = False,
               glue_job_name: str | None = None, layout: str = "month", dry_run: bool = False, force: bool = False,
               settings=None) -> BackupReport:  # noqa: ANN001
-    """The notebook's entry: run the backup on local Spark, or start the Glue job and wait for it.
+    """The notebook's entry: run the backup on local Spark (``engine`` "local" or None), or start the
+    Glue job and wait for it (``engine="glue"``).
 
     With ``engine="glue"`` the report is rebuilt from the lake afterwards: the manifest the Glue run
     committed, verified again here, and its purge record.
@@ -557,7 +563,7 @@ def run_stage(engine: str = "local", *, before: str | date | datetime | None = N
     from cxr.stores.lake import lake_from_settings
 
     s = settings or get_settings()
-    if engine == "local":
+    if engine in (None, "", "local"):
         return run_backup(s, before=before, purge_db=purge, dry_run=dry_run, force=force, layout=layout)
     if engine != "glue":
         raise InputError(f"engine: use 'local' or 'glue', not {engine!r}")

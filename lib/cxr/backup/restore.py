@@ -102,7 +102,8 @@ def read_run(lake, manifest: Manifest, settings=None, image_ids: Iterable[int] |
     flt = None
     if image_ids is not None:
         flt = ds.field("image_id").isin(pa.array(sorted({int(i) for i in image_ids}), type=pa.int64()))
-    table = dataset.to_table(columns=cols, filter=flt)
+    # A lookup reads a row group or two per file: on a busy machine one thread beats a pool (measured).
+    table = dataset.to_table(columns=cols, filter=flt, use_threads=flt is None)
     return table.cast(pa.schema([schema.field(c) for c in cols]))
 
 

@@ -103,27 +103,32 @@ def for_write(df: DataFrame, layout: str) -> DataFrame:
     return out.repartition(*parts).sortWithinPartitions(*parts, *SORT_COLUMNS)
 
 
-def _checksum(df: DataFrame, col: str) -> dict[str, int]:
-    ids = df.select(F.col(col).alias("id")).where(F.col("id").isNotNull()).distinct()
-    m = F.pmod(F.col("id"), F.lit(CHECKSUM_PRIME))
-    row = ids.agg(F.count(F.lit(1)).alias("count"), F.sum(m).alias("sum"),
-                  F.sum(F.pmod(m * m, F.lit(CHECKSUM_PRIME))).alias("sumsq")).collect()[0]
-    return {"count": int(row["count"]), "sum": int(row["sum"] or 0), "sumsq": int(row["sumsq"] or 0)}
+def _mod(col: str):  # noqa: ANN202
+    return F.pmod(F.col(col), F.lit(CHECKSUM_PRIME))
 
 
 def summarize(df: DataFrame) -> dict[str, Any]:
-    """Counts and id checksums of joined rows (same shape as :func:`cxr.backup.manifest.summarize_table`)."""
-    row = df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.countDistinct("transaction_id").alias("transactions"),
-        F.count("pred_bbox_id").alias("boxes"),
-        F.countDistinct("image_id").alias("images"),
-        F.sum(F.when(F.col("pred_bbox_id").isNull(), 1).otherwise(0)).alias("empty_transactions"),
+    """Counts and id checksums of joined rows, in one Spark job (the same shape and checksum
+    definition as :func:`cxr.backup.manifest.summarize_table`). Box ids are unique per row;
+    transaction ids are grouped first so each counts once."""
+    m = _mod("pred_bbox_id")
+    per_tx = df.groupBy("transaction_id").agg(
+        F.count(F.lit(1)).alias("rows"), F.count("pred_bbox_id").alias("boxes"),
+        F.sum(m).alias("bsum"), F.sum(F.pmod(m * m, F.lit(CHECKSUM_PRIME))).alias("bsumsq"))
+    t = _mod("transaction_id")
+    row = per_tx.agg(
+        F.sum("rows").alias("rows"), F.count(F.lit(1)).alias("transactions"), F.sum("boxes").alias("boxes"),
+        F.sum(F.when(F.col("boxes") == 0, 1).otherwise(0)).alias("empty_transactions"),
+        F.sum(t).alias("tsum"), F.sum(F.pmod(t * t, F.lit(CHECKSUM_PRIME))).alias("tsumsq"),
+        F.sum("bsum").alias("bsum"), F.sum("bsumsq").alias("bsumsq"),
     ).collect()[0]
-    out = {k: int(row[k] or 0) for k in ("rows", "transactions", "boxes", "images", "empty_transactions")}
-    out["transaction_checksum"] = _checksum(df, "transaction_id")
-    out["box_checksum"] = _checksum(df, "pred_bbox_id")
-    return out
+    v = {k: int(row[k] or 0) for k in row.asDict()}
+    return {
+        "rows": v["rows"], "transactions": v["transactions"], "boxes": v["boxes"],
+        "images": df.select("image_id").distinct().count(), "empty_transactions": v["empty_transactions"],
+        "transaction_checksum": {"count": v["transactions"], "sum": v["tsum"], "sumsq": v["tsumsq"]},
+        "box_checksum": {"count": v["boxes"], "sum": v["bsum"], "sumsq": v["bsumsq"]},
+    }
 
 
 def partition_counts(df: DataFrame, layout: str) -> list[dict[str, Any]]:

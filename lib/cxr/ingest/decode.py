@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import warnings as _warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -159,13 +160,34 @@ def _why(exc: BaseException) -> str:
 
 # -- DICOM ---------------------------------------------------------------------------------
 
+class _DropAll(logging.Filter):
+    """pydicom's log records can quote attribute values (patient names...): none may reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+_DROP_PYDICOM = _DropAll()
+
+
+def _quiet_pydicom() -> None:
+    import pydicom.config
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+    log = logging.getLogger("pydicom")
+    if _DROP_PYDICOM not in log.filters:
+        log.addFilter(_DROP_PYDICOM)
+
+
 def decode_dicom(data: bytes, max_pixels: int, key: bytes) -> tuple[np.ndarray, bytes, list[str]]:
     """DICOM -> ([0, 1] array, de-identified file bytes, warnings)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     notes: list[str] = []
-    # pydicom warns with attribute values in the text; those must not reach any log.
+    _quiet_pydicom()
+    # pydicom warns and logs with attribute values in the text; those must not reach any log.
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
         try:

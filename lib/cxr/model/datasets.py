@@ -110,7 +110,10 @@ def read_coco(path: str | Path, classes=None) -> list[Sample]:
             if w > 0 and h > 0:
                 boxes.append([x, y, x + w, y + h])
                 labels.append(cat_to_label[a["category_id"]])
-        samples.append(Sample(images_dir / im["file_name"], np.asarray(boxes, np.float32).reshape(-1, 4),
+        image_path = images_dir / im["file_name"]
+        if not image_path.exists() and (images_dir.parent / im["file_name"]).exists():
+            image_path = images_dir.parent / im["file_name"]  # file_name given relative to the dataset root
+        samples.append(Sample(image_path, np.asarray(boxes, np.float32).reshape(-1, 4),
                               np.asarray(labels, np.int64), int(im["width"]), int(im["height"]),
                               str(im.get("id")), cls))
     return samples

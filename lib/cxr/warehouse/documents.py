@@ -35,11 +35,17 @@ DOCUMENT_FIELDS = IMAGE_FIELDS + ("transactions", "first_seen", "updated_at")
 
 # -- value normalisation (DB rows, pandas rows and BSON agree) ------------------------------
 def _missing(value: object) -> bool:
+    """SQL NULL, float NaN, pandas NA/NaT (fast path first: most values are plain)."""
     if value is None:
         return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return type(value).__name__ in ("NaTType", "NAType")
+    kind = type(value)
+    if kind is float:
+        return value != value  # NaN
+    if kind is int or kind is str or kind is datetime:
+        return False
+    if isinstance(value, float):  # numpy float64
+        return math.isnan(value)
+    return kind.__name__ in ("NaTType", "NAType")
 
 
 def _int(value: object) -> int | None:
@@ -68,6 +74,17 @@ def bson_time(value: object) -> datetime | None:
 
 
 # -- rows -> documents ------------------------------------------------------------------------
+#: (document field = row column, how to normalise it)
+_IMAGE_SPEC = (("image_id", _int), ("sha256", _str), ("bucket", _str), ("folder", _str), ("image_file", _str),
+               ("width", _int), ("height", _int))
+_TRANSACTION_SPEC = (("transaction_id", _int), ("time", bson_time), ("cs_thr", _float), ("nms_thr", _float),
+                     ("model_version", _str), ("run_id", _str))
+
+
+def _pick(row: Mapping, spec: tuple) -> dict:
+    return {name: convert(row[name]) for name, convert in spec}
+
+
 def transaction_from_rows(rows: list[Mapping]) -> dict:
     """One transaction sub-document from the rows of that transaction (a box per row, or one NULL row)."""
     first = rows[0]
@@ -83,16 +100,7 @@ def transaction_from_rows(rows: list[Mapping]) -> dict:
         if not _missing(r["pred_bbox_id"])
     ]
     boxes.sort(key=itemgetter("pred_bbox_id"))
-    return {
-        "transaction_id": _int(first["transaction_id"]),
-        "time": bson_time(first["time"]),
-        "cs_thr": _float(first["cs_thr"]),
-        "nms_thr": _float(first["nms_thr"]),
-        "model_version": _str(first["model_version"]),
-        "run_id": _str(first["run_id"]),
-        "mode": MODE,
-        "pred_bbox": boxes,
-    }
+    return {**_pick(first, _TRANSACTION_SPEC), "mode": MODE, "pred_bbox": boxes}
 
 
 def document_from_rows(rows: list[Mapping]) -> dict:
@@ -103,20 +111,8 @@ def document_from_rows(rows: list[Mapping]) -> dict:
         # key on pred_bbox_id so a box read from both the backup and the DB counts once
         by_tx.setdefault(_int(r["transaction_id"]), {})[_int(r["pred_bbox_id"])] = r  # type: ignore[index]
     transactions = [transaction_from_rows(list(boxes.values())) for _, boxes in sorted(by_tx.items())]
-    doc = {
-        "image_id": _int(first["image_id"]),
-        "sha256": _str(first["sha256"]),
-        "bucket": _str(first["bucket"]),
-        "folder": _str(first["folder"]),
-        "image_file": _str(first["image_file"]),
-        "width": _int(first["width"]),
-        "height": _int(first["height"]),
-        "transactions": transactions,
-        "first_seen": bson_time(first["created_at"]),
-        "updated_at": None,
-    }
-    doc["updated_at"] = _newest(transactions)
-    return doc
+    return {**_pick(first, _IMAGE_SPEC), "transactions": transactions,
+            "first_seen": bson_time(first["created_at"]), "updated_at": _newest(transactions)}
 
 
 def documents_from_rows(rows: Iterable[Mapping]) -> Iterator[dict]:

@@ -9,7 +9,10 @@ of ``warehouse_batch_size`` with one ``bulk_write`` each:
 - an image that has one gets an ``UpdateOne`` per transaction that ``$push``es it only where the
   document lacks that ``transaction_id`` (atomic per document).
 
-The unique index on ``image_id`` decides races: when another run inserted the same image between
+(An upsert per image would do the same in one statement, but on SecantusDB an upsert costs as
+much as a single ``insert_one``; the look-up of which images exist is one indexed ``$in`` query
+per batch, and new documents then go in as a bulk insert.) The unique index on ``image_id``
+decides races: when another run inserted the same image between
 our look-up and our insert, the insert fails with a duplicate key and the document is merged
 instead. So re-runs and concurrent runs never duplicate a document or a transaction. Only then
 is the watermark raised (``$max``): a run that dies half way leaves the old watermark and the
@@ -119,18 +122,32 @@ def write_batch(collection, docs: list[dict]) -> dict[str, int]:  # noqa: ANN001
 
 def write_documents(collection, docs: Iterable[dict], *, batch_size: int, progress: bool = False,  # noqa: ANN001
                     total: int | None = None, report: LoadReport) -> None:
-    """Write ``docs`` in batches of ``batch_size`` (one ``bulk_write`` each), with a progress bar."""
+    """Write ``docs`` in batches of ``batch_size`` (one ``bulk_write`` each), with a progress bar.
+
+    One batch is written (in a worker thread) while the next is read and built: at most one in
+    flight. Batches never share an image (the rows come grouped by image), so they are independent.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    with tqdm(total=total, unit="img", desc=f"warehouse {report.mode}", disable=not progress, file=sys.stderr) as bar:
+    def account(batch: list[dict], counts: dict[str, int]) -> None:
+        report.images += len(batch)
+        report.transactions += sum(len(d["transactions"]) for d in batch)
+        report.inserted += counts["inserted"]
+        report.merged += counts["merged"]
+        report.transactions_added += counts["transactions_added"]
+        bar.update(len(batch))
+
+    with (tqdm(total=total, unit="img", desc=f"warehouse {report.mode}", disable=not progress, file=sys.stderr) as bar,
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-warehouse-write") as pool):
+        pending = None
         for batch in _batched(docs, batch_size):
-            counts = write_batch(collection, batch)
-            report.images += len(batch)
-            report.transactions += sum(len(d["transactions"]) for d in batch)
-            report.inserted += counts["inserted"]
-            report.merged += counts["merged"]
-            report.transactions_added += counts["transactions_added"]
-            bar.update(len(batch))
+            if pending is not None:
+                account(pending[0], pending[1].result())
+            pending = (batch, pool.submit(write_batch, collection, batch))
+        if pending is not None:
+            account(pending[0], pending[1].result())
 
 
 def _batched(items: Iterable[dict], n: int) -> Iterator[list[dict]]:
