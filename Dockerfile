@@ -37,9 +37,9 @@ ENV CXR_DATA_DIR=/data \
 VOLUME ["/data"]
 EXPOSE 8866
 
-# Voila's static files answer without starting a kernel.
+# A static file of Voila's template answers without starting a kernel.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/voila/static/extension.js' % os.environ.get('CXR_DASHBOARD_PORT', '8866'), timeout=4)"
+  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/voila/static/voila.js' % os.environ.get('CXR_DASHBOARD_PORT', '8866'), timeout=4)"
 
 # `cxr db upgrade` is idempotent: it creates the tables on first start (embedded SQLite) and
 # is a no-op after. Then `cxr dashboard` runs Voila with the dashboard's own settings

@@ -26,8 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -178,13 +180,7 @@ def main() -> None:
     if not svc.all_up():
         raise SystemExit("the local services are not running: run `cxr services up` first")
     env = svc.read_env(svc.env_file())
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        if k in env:
-            import os
-
-            os.environ[k] = env[k]
-    import tempfile
-
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})  # the endpoint's test credentials
     settings = load_settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-ingest-")))
     samples = uploads(args.samples, args.image_size, settings)
     stores = []

@@ -135,6 +135,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--new-fraction", type=float, default=0.01, help="new transactions, as a fraction of the loaded ones")
     ap.add_argument("--rtt-ms", type=float, default=0.0)
+    ap.add_argument("--no-seed-rerun", dest="seed_rerun", action="store_false",
+                    help="skip the seed's re-run (at 10k images it takes many minutes on a loaded machine)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -184,24 +186,36 @@ def main() -> None:
                             "commands": listener.commands - c0}
 
         k = max(1, round(n * T * args.new_fraction))
-        generate(engine, list(range(1, k + 1)), 1, args.boxes, new_images=False, start_tid=tid, start_bid=bid,
-                 t0=t0 + timedelta(days=400))
+        tid, bid = generate(engine, list(range(1, k + 1)), 1, args.boxes, new_images=False, start_tid=tid,
+                            start_bid=bid, t0=t0 + timedelta(days=400))
         c0, t = listener.commands, time.perf_counter()
         inc = etl.run_incremental(settings, engine=engine, database=ours_db, batch_size=args.batch_size, progress=False)
         ours_inc = time.perf_counter() - t
         out["ours_rerun"] = {"s": round(ours_inc, 3), "new_transactions": k, "docs": inc.documents_written,
                              "commands": listener.commands - c0}
-        c0, t = listener.commands, time.perf_counter()
-        seed_docs = seed_load(engine, seed_db["images"])
-        seed_inc = time.perf_counter() - t
-        out["seed_rerun"] = {"s": round(seed_inc, 2), "docs": seed_docs, "commands": listener.commands - c0}
+        if args.seed_rerun:
+            c0, t = listener.commands, time.perf_counter()
+            seed_docs = seed_load(engine, seed_db["images"])
+            seed_inc = time.perf_counter() - t
+            out["seed_rerun"] = {"s": round(seed_inc, 2), "docs": seed_docs, "commands": listener.commands - c0}
+            out["ratio_rerun_time"] = round(seed_inc / ours_inc, 1)
+            out["same_documents"] = (list(ours_db["images"].find({}, {"_id": 0}).sort("image_id", 1))
+                                     == list(seed_db["images"].find({}, {"_id": 0}).sort("image_id", 1)))
 
-        same = (list(ours_db["images"].find({}, {"_id": 0}).sort("image_id", 1))
-                == list(seed_db["images"].find({}, {"_id": 0}).sort("image_id", 1)))
-        out["same_documents"] = same
+        # The same share of new transactions arriving as new images (new uploads): inserts only.
+        fresh = list(range(n + 1, n + 1 + max(1, k // T)))
+        generate(engine, fresh, T, args.boxes, new_images=True, start_tid=tid, start_bid=bid,
+                 t0=t0 + timedelta(days=401))
+        c0, t = listener.commands, time.perf_counter()
+        new_imgs = etl.run_incremental(settings, engine=engine, database=ours_db, batch_size=args.batch_size, progress=False)
+        ours_new = time.perf_counter() - t
+        out["ours_rerun_new_images"] = {"s": round(ours_new, 3), "new_transactions": len(fresh) * T,
+                                        "docs": new_imgs.documents_written, "commands": listener.commands - c0}
         out["ratio_full_docs_per_s"] = round(seed_full / ours_full, 2)
         out["rerun_over_full"] = round(ours_inc / ours_full, 4)
-        out["goals"] = {"full >= 20x": out["ratio_full_docs_per_s"] >= 20, "rerun <= 5%": out["rerun_over_full"] <= 0.05}
+        out["rerun_new_images_over_full"] = round(ours_new / ours_full, 4)
+        out["goals"] = {"full >= 20x": out["ratio_full_docs_per_s"] >= 20, "rerun <= 5%": out["rerun_over_full"] <= 0.05,
+                        "rerun (new images) <= 5%": out["rerun_new_images_over_full"] <= 0.05}
         engine.dispose()
         client.close()
     finally:

@@ -12,6 +12,7 @@ nbconvert are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -118,7 +119,7 @@ def write_html_beside(output_nb: str, *, report_mode: bool = False) -> str:
 
     nb = load_notebook_node(output_nb)
     target = html_key(output_nb)
-    papermill_io.write(notebook_html(nb, report_mode=report_mode), target)
+    papermill_io.write(notebook_html(nb, report_mode=report_mode), target, extensions=[".html"])
     return target
 
 
@@ -214,6 +215,9 @@ def run_notebook(name: str, parameters: dict, *, lake, dag_id: str, logical_date
         raise InputError(f"notebook {name!r} has no parameter {', '.join(unknown)} "
                          f"(parameters: {', '.join(declared) or 'none'})")
     key = record_key(dag_id, logical_date, task)
+    # papermill re-reads the parameters cell line by line and warns about comments it cannot
+    # parse; the cell was parsed above with Python's own parser, so those warnings are noise.
+    logging.getLogger("papermill.translators").setLevel(logging.ERROR)
     error: str | None = None
     with tempfile.TemporaryDirectory(prefix="cxr-run-") as tmp:
         out = Path(tmp) / f"{task}.ipynb"

@@ -159,7 +159,7 @@ def test_upload_png_and_dicom_move_thresholds_and_reject_bad_file(dashboard, pag
     from ingest_factory import gradient, make_dicom
 
     big = tmp_path / "in" / "big.dcm"
-    big.write_bytes(make_dicom(gradient(2400, 2400, bits=16)))
+    big.write_bytes(make_dicom(gradient(2600, 2600, bits=16)))
     assert big.stat().st_size > 11 * 1024 * 1024
     _upload(page, big)
     page.wait_for_selector(".cxr-saved[data-transaction='3']", timeout=180_000)

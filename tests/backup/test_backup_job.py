@@ -8,7 +8,8 @@ from cxr.backup.job import run_backup
 from cxr.backup.restore import committed_runs, read_backup
 from cxr.errors import IntegrityError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")]
 
 
 def _run(make_settings, history, lake, spark, **kw):  # noqa: ANN001, ANN202

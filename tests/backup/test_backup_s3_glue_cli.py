@@ -10,7 +10,8 @@ import pytest
 
 from cxr.backup.restore import committed_runs, read_backup
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")]
 
 GLUE_SCRIPT = Path(__file__).resolve().parents[2] / "glue" / "backup_job.py"
 

@@ -103,3 +103,10 @@ def test_notebook_entry_checks_engine_and_glue_job(make_settings):
         run_stage("glue", settings=make_settings())
     assert glue_arguments(datetime(2024, 3, 1), purge_db=True, force=False, layout="week") == {
         "--before": "2024-03-01T00:00:00", "--purge": "true", "--force": "false", "--layout": "week"}
+
+
+def test_missing_jdbc_jar_is_a_config_error(make_settings, tmp_path):
+    from cxr.backup.job import spark_session
+
+    with pytest.raises(ConfigError, match="CXR_JDBC_JARS.*no-such.jar"):
+        spark_session(make_settings(jdbc_jars=f"{tmp_path}/no-such.jar"))

@@ -72,3 +72,19 @@ def test_gc_cli(run_cxr, make_settings):
     assert report["deleted"] == 2 and sorted(report["keys"]) == sorted([orphan.image_key, orphan.rendition_key])
     bad = run_cxr("lake", "gc", "--older-than", "soon")
     assert bad.returncode == 3 and bad.stderr.startswith("cxr: error: --older-than") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.unit
+def test_objects_kept_by_the_backup_are_not_swept(sqlite_engine, local_lake, settings, monkeypatch):
+    """After stage 3 purged an image's rows, its objects are still referenced by the backup parquet."""
+    import pandas as pd
+
+    import cxr.backup.restore as restore
+
+    kept = _orphan(local_lake, settings, 3)
+    gone = _orphan(local_lake, settings, 4)
+    monkeypatch.setattr(restore, "read_backup", lambda lake, settings=None, image_ids=None:
+                        pd.DataFrame({"sha256": [kept.sha256, None]}))
+    later = datetime.now(timezone.utc) + timedelta(days=2)
+    report = sweep(sqlite_engine, local_lake, timedelta(days=1), now=later)
+    assert sorted(report.deleted) == sorted([gone.image_key, gone.rendition_key]) and report.referenced == 2

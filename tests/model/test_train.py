@@ -56,3 +56,23 @@ def test_cli_train_on_a_coco_dir_registers_an_evaluated_model(tmp_path, run_cxr)
     r = run_cxr("model", "train", "--recipe", "smoke", "--data", str(tmp_path / "coco"), "--steps", "1",
                 "--name", "t", "--version", "0.0.1", env={"CXR_MODELS_DIR": str(tmp_path / "reg")})
     assert r.returncode == 3 and "already exists" in r.stderr
+
+
+def test_resnet50_fpn_v2_option_builds_and_matches_the_anchor_count():
+    import torch
+    from torch import nn
+
+    from cxr.model.anchors import anchors_from_metadata
+    from cxr.model.net import RawRetinaNet, build_retinanet, default_arch
+
+    arch = default_arch("resnet50_v2", 64)
+    model = build_retinanet(arch, 14)
+    assert arch["fpn_channels"] == 256
+    assert not any(type(m).__name__ == "FrozenBatchNorm2d" for m in model.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in model.head.modules())
+    with torch.no_grad():
+        cls, reg = RawRetinaNet(model.eval())(torch.zeros(1, 1, 64, 64))
+    n = sum(len(a) for a in anchors_from_metadata({"anchors": {"sizes": arch["anchor_sizes"],
+                                                               "aspect_ratios": arch["aspect_ratios"]},
+                                                   "input": {"size": 64}}))
+    assert cls.shape == (1, n, 14) and reg.shape == (1, n, 4)

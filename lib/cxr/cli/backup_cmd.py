@@ -30,8 +30,15 @@ def run(
     if ctx.invoked_subcommand is not None:
         return
     from cxr.backup.job import run_backup
+    from cxr.errors import CxrError
 
-    report = run_backup(before=before, purge_db=purge, dry_run=dry_run, force=force, layout=layout)
+    try:
+        report = run_backup(before=before, purge_db=purge, dry_run=dry_run, force=force, layout=layout)
+    except CxrError as exc:  # e.g. the purge refused after a verified write: show what was done first
+        partial = getattr(exc, "report", None)
+        for line in partial.lines() if partial is not None else ():
+            typer.echo(line)
+        raise
     for line in report.lines():
         typer.echo(line)
     if purge and not dry_run and report.purged is None and report.manifest is None and not report.pending_runs:

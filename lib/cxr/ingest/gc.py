@@ -60,20 +60,13 @@ def referenced_shas(engine: Engine, shas: set[str]) -> set[str]:
     return found
 
 
-def backup_shas(lake, settings) -> set[str]:  # noqa: ANN001
-    """sha256 values kept in the stage-3 backup; empty when there is no backup (module or data)."""
+def backup_shas(lake, settings=None) -> set[str]:  # noqa: ANN001
+    """sha256 values kept in the stage-3 backup (whose purge may have removed their rows)."""
     try:
         from cxr.backup.restore import read_backup
-    except ImportError:
+    except ImportError:  # the backup stage is not installed
         return set()
-    try:
-        frame = read_backup(lake, settings)
-    except Exception as exc:  # noqa: BLE001 - no backup yet is normal; anything else must stop the sweep
-        if "no backup" in str(exc).lower() or type(exc).__name__ == "ObjectNotFound":
-            return set()
-        raise
-    if frame is None or "sha256" not in getattr(frame, "columns", ()):
-        return set()
+    frame = read_backup(lake, settings)
     return {str(s) for s in frame["sha256"].dropna().unique()}
 
 
@@ -94,9 +87,7 @@ def sweep(engine: Engine, lake, older_than: timedelta, *, settings=None, dry_run
             candidates.setdefault(m.group(3), []).append(info.key)
     if not candidates:
         return report
-    keep = referenced_shas(engine, set(candidates))
-    if settings is not None:
-        keep |= backup_shas(lake, settings) & set(candidates)
+    keep = referenced_shas(engine, set(candidates)) | (backup_shas(lake, settings) & set(candidates))
     for sha, keys in sorted(candidates.items()):
         if sha in keep:
             report.referenced += len(keys)

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from cxr.errors import InputError
 from cxr.ingest.decode import DecodedUpload, decode_upload
@@ -93,7 +93,7 @@ def store_prediction(engine: Engine, lake, upload: DecodedUpload, detections, *,
                 model_version=model_version, run_id=run_id, resume=resume,
             )
             break
-        except (OperationalError, DBAPIError) as exc:
+        except DBAPIError as exc:  # deadlock / lock timeout / SQLite busy: the transaction was rolled back
             if attempt == MAX_ATTEMPTS or not _retryable(exc):
                 raise
             time.sleep(0.02 * 2**attempt)
@@ -292,7 +292,8 @@ def ingest_files(paths: Iterable[str | Path], settings=None, *, score_thr: float
                 rej = Rejected(str(path), reason)
                 summary.rejected.append(rej)
                 if on_reject:
-                    on_reject(rej)
+                    with tqdm.external_write_mode():  # the line goes above the progress bar
+                        on_reject(rej)
                 continue
             res = store_prediction(engine, lake, upload, detections, score_thr=score_thr, nms_thr=nms_thr,
                                    model_version=predictor.model_version, run_id=run_id,

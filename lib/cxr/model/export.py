@@ -21,7 +21,7 @@ ONNX_OPSET = 17
 
 
 def export_onnx(raw_module, size: int, path: Path) -> Path:
-    """Export ``RawRetinaNet`` (fp32) with a dynamic batch axis."""
+    """Export ``RawRetinaNet`` (fp32) for one image (1, 1, size, size): static shapes fold the head's reshapes."""
     import torch
 
     raw_module = raw_module.eval()
@@ -29,9 +29,7 @@ def export_onnx(raw_module, size: int, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(raw_module, (dummy,), str(path), input_names=["image"],
-                      output_names=["cls_logits", "bbox_deltas"], opset_version=ONNX_OPSET,
-                      dynamic_axes={"image": {0: "batch"}, "cls_logits": {0: "batch"}, "bbox_deltas": {0: "batch"}},
-                      dynamo=False)
+                      output_names=["cls_logits", "bbox_deltas"], opset_version=ONNX_OPSET, dynamo=False)
     return path
 
 

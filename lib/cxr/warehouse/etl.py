@@ -12,11 +12,13 @@ of ``warehouse_batch_size`` with one ``bulk_write`` each:
 (An upsert per image would do the same in one statement, but on SecantusDB an upsert costs as
 much as a single ``insert_one``; the look-up of which images exist is one indexed ``$in`` query
 per batch, and new documents then go in as a bulk insert.) The unique index on ``image_id``
-decides races: when another run inserted the same image between
-our look-up and our insert, the insert fails with a duplicate key and the document is merged
-instead. So re-runs and concurrent runs never duplicate a document or a transaction. Only then
-is the watermark raised (``$max``): a run that dies half way leaves the old watermark and the
-next run redoes the same idempotent writes.
+decides races: when another run inserted the same image between our look-up and our insert, the
+insert fails with a duplicate key and the document is merged instead. So re-runs and concurrent
+runs never duplicate a document or a transaction. Only then is the watermark raised (``$max``):
+a run that dies half way leaves the old watermark and the next run redoes the same idempotent
+writes. Known limit of any id watermark: a transaction whose id was allocated before the run but
+committed after it (a long-open ingest transaction) is below the new watermark and is skipped
+until a rebuild.
 
 **Rebuild** (:func:`run_rebuild`): every document again from the backup parquet (history purged
 from the DB) merged with the live DB, written into ``images__rebuild`` and swapped in with one
@@ -32,10 +34,11 @@ import heapq
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from operator import itemgetter
 
-from cxr.errors import CxrError, IntegrityError
+from cxr.errors import ConfigError, CxrError, IntegrityError
 from cxr.warehouse.documents import document_from_rows, documents_from_rows, merge_updates
 from cxr.warehouse.state import get_watermark, set_watermark
 
@@ -139,15 +142,20 @@ def write_documents(collection, docs: Iterable[dict], *, batch_size: int, progre
         report.transactions_added += counts["transactions_added"]
         bar.update(len(batch))
 
-    with (tqdm(total=total, unit="img", desc=f"warehouse {report.mode}", disable=not progress, file=sys.stderr) as bar,
-          ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-warehouse-write") as pool):
-        pending = None
-        for batch in _batched(docs, batch_size):
+    from pymongo.errors import PyMongoError
+
+    try:
+        with (tqdm(total=total, unit="img", desc=f"warehouse {report.mode}", disable=not progress, file=sys.stderr) as bar,
+              ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-warehouse-write") as pool):
+            pending = None
+            for batch in _batched(docs, batch_size):
+                if pending is not None:
+                    account(pending[0], pending[1].result())
+                pending = (batch, pool.submit(write_batch, collection, batch))
             if pending is not None:
                 account(pending[0], pending[1].result())
-            pending = (batch, pool.submit(write_batch, collection, batch))
-        if pending is not None:
-            account(pending[0], pending[1].result())
+    except PyMongoError as exc:  # server gone, timeout, ...: the watermark is not moved, a re-run redoes it
+        raise CxrError(f"warehouse write failed: {exc}".splitlines()[0][:300]) from None
 
 
 def _batched(items: Iterable[dict], n: int) -> Iterator[list[dict]]:
@@ -203,6 +211,21 @@ def _db_rows(conn, *, min_id: int | None, max_id: int, batch_size: int, report: 
     return _counting(result, report)
 
 
+@contextmanager
+def _reading_db() -> Iterator[None]:
+    """DB errors as one line naming CXR_DB_URL (an unmigrated DB says to run `cxr db upgrade`)."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from cxr.stores.db import describe_error
+
+    try:
+        yield
+    except (OperationalError, ProgrammingError) as exc:
+        why = describe_error(exc)
+        hint = " (no cxr tables: run `cxr db upgrade`)" if "no such table" in why or "doesn't exist" in why else ""
+        raise ConfigError(f"reading the DB failed: {why}{hint}", setting="CXR_DB_URL") from None
+
+
 def _auto_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
@@ -233,7 +256,7 @@ def run_incremental(settings=None, *, engine=None, database=None, batch_size: in
     ensure_indexes(collection)
     before = get_watermark(database)
     report = LoadReport("incremental", before, before)
-    with engine.connect() as conn:
+    with _reading_db(), engine.connect() as conn:
         _check_not_behind(conn, before)
         hi, n_images = _window(conn, before)
         if hi is not None:
@@ -289,7 +312,7 @@ def run_rebuild(settings=None, *, engine=None, database=None, lake=None, batch_s
     staging = database[COLLECTION + REBUILD_SUFFIX]
     staging.drop()
     ensure_indexes(staging)
-    with engine.connect() as conn:
+    with _reading_db(), engine.connect() as conn:
         hi, _ = _window(conn, None)
         backup_hi = int(frame["transaction_id"].max()) if len(frame) else None
         top = max((v for v in (hi, backup_hi) if v is not None), default=None)
