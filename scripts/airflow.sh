@@ -14,6 +14,7 @@ if [ ! -x "$AIRFLOW_VENV/bin/airflow" ]; then
   echo "airflow: $AIRFLOW_VENV has no Airflow; run \`make airflow-venv\` first" >&2
   exit 2
 fi
+export PATH="$AIRFLOW_VENV/bin:$PATH"  # standalone starts its components as `airflow ...`
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/var/airflow}"
 export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
 export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$ROOT/dags}"

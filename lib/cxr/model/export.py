@@ -1,9 +1,7 @@
-"""Export a trained RetinaNet to the registry: raw-head ONNX + metadata + model card (imports torch).
+"""Export a trained RetinaNet to the registry: raw-head ONNX + metadata + model card (torch is
+imported inside the functions that need it).
 
-``weights`` storage: ``fp32``; ``fp16`` (weights stored half, cast to float at load); ``int8``
-(per-output-channel symmetric weight-only quantization through ``DequantizeLinear``). ONNX Runtime's
-own ``quantize_dynamic``/``quantize_static`` also quantize activations, which changes the detector's
-outputs; weight-only storage is what keeps the demo artifact under 15 MB with mAP checked.
+``weights`` storage: ``fp32``, ``fp16`` or ``int8`` (weight-only, see :mod:`cxr.model.onnx_weights`).
 """
 
 from __future__ import annotations
@@ -12,9 +10,8 @@ import datetime as _dt
 import json
 from pathlib import Path
 
-import numpy as np
-
 from cxr.model.anchors import feature_sizes
+from cxr.model.onnx_weights import compress_weights
 from cxr.model.registry import CARD, METADATA, sha256_file
 
 ONNX_OPSET = 17
@@ -31,44 +28,6 @@ def export_onnx(raw_module, size: int, path: Path) -> Path:
     torch.onnx.export(raw_module, (dummy,), str(path), input_names=["image"],
                       output_names=["cls_logits", "bbox_deltas"], opset_version=ONNX_OPSET, dynamo=False)
     return path
-
-
-def compress_weights(src: Path, dst: Path, mode: str, min_elements: int = 1024) -> Path:
-    """Store large float initializers as fp16 (+Cast) or int8 (+DequantizeLinear, per output channel)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    model = onnx.load(str(src))
-    graph = model.graph
-    new_inits, new_nodes = [], []
-    for init in graph.initializer:
-        arr = numpy_helper.to_array(init)
-        if arr.dtype != np.float32 or arr.size < min_elements or mode == "fp32":
-            new_inits.append(init)
-            continue
-        name = init.name
-        if mode == "fp16":
-            new_inits.append(numpy_helper.from_array(arr.astype(np.float16), name + "__fp16"))
-            new_nodes.append(helper.make_node("Cast", [name + "__fp16"], [name], to=TensorProto.FLOAT))
-        elif mode == "int8":
-            flat = arr.reshape(arr.shape[0], -1)
-            scale = np.maximum(np.abs(flat).max(axis=1), 1e-12) / 127.0
-            q = np.clip(np.round(flat / scale[:, None]), -127, 127).astype(np.int8).reshape(arr.shape)
-            new_inits += [numpy_helper.from_array(q, name + "__q"),
-                          numpy_helper.from_array(scale.astype(np.float32), name + "__scale"),
-                          numpy_helper.from_array(np.zeros(arr.shape[0], np.int8), name + "__zp")]
-            new_nodes.append(helper.make_node("DequantizeLinear", [name + "__q", name + "__scale", name + "__zp"],
-                                              [name], axis=0))
-        else:
-            raise ValueError(f"unknown weight storage {mode!r}")
-    del graph.initializer[:]
-    graph.initializer.extend(new_inits)
-    nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(new_nodes + nodes)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(dst))
-    return Path(dst)
 
 
 def build_metadata(*, name: str, version: str, classes, arch: dict, onnx_path: Path, weights_storage: str,

@@ -49,6 +49,7 @@ image = Table(
     Column("source_format", String(16), nullable=False, comment="png | jpeg | dicom"),
     Column("original_name", String(255), nullable=True, comment="upload's file name (never a DICOM patient value)"),
     Column("created_at", DateTime(timezone=False), nullable=False),
+    sqlite_autoincrement=True,
 )
 
 transaction = Table(
@@ -63,6 +64,7 @@ transaction = Table(
     Column("run_id", String(64), nullable=False, comment="ingest batch / dashboard session that made it"),
     Index("ix_transaction_image_id", "image_id"),
     Index("ix_transaction_time", "time"),
+    sqlite_autoincrement=True,
 )
 
 pred_bounding_box = Table(
@@ -78,6 +80,7 @@ pred_bounding_box = Table(
     Column("x_max", Float, nullable=False),
     Column("y_max", Float, nullable=False),
     Index("ix_pred_bounding_box_transaction_id", "transaction_id"),
+    sqlite_autoincrement=True,
 )
 
 TABLES = (image, transaction, pred_bounding_box)

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("sha256", name="uq_image_sha256"),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
+        sqlite_autoincrement=True,  # never reuse ids after a purge (the warehouse watermark relies on it)
     )
     op.create_table(
         "transaction",
@@ -47,6 +48,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["image_id"], ["image.image_id"], name="fk_transaction_image_id_image", ondelete="RESTRICT"),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
+        sqlite_autoincrement=True,  # never reuse ids after a purge (the warehouse watermark relies on it)
     )
     op.create_index("ix_transaction_image_id", "transaction", ["image_id"])
     op.create_index("ix_transaction_time", "transaction", ["time"])
@@ -66,6 +68,7 @@ def upgrade() -> None:
                                 name="fk_pred_bounding_box_transaction_id_transaction", ondelete="CASCADE"),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
+        sqlite_autoincrement=True,  # never reuse ids after a purge (the warehouse watermark relies on it)
     )
     op.create_index("ix_pred_bounding_box_transaction_id", "pred_bounding_box", ["transaction_id"])
 
