@@ -8,17 +8,15 @@ warehouse has not loaded yet (the warehouse DAG runs daily).
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, Param
-from cxr_dag_common import START_DATE, USER_MACROS, CxrNotebookOperator, default_args
+from airflow.sdk import Param
+from cxr_dag_common import CxrNotebookOperator, cxr_dag
 
-with DAG(
-    dag_id="cxr_backup_weekly",
+with cxr_dag(
+    "cxr_backup_weekly",
     description="Stage 3: DB history -> lake parquet (Spark locally or AWS Glue), verify, purge",
     schedule="@weekly",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(retries=1, timeout=timedelta(hours=3)),
+    retries=1,
+    timeout=timedelta(hours=3),
     params={
         "before": Param(None, type=["null", "string"], description="UTC date YYYY-MM-DD; None: logical date - retention_days."),
         "retention_days": Param(None, type=["null", "integer"], minimum=0, description="None: the setting retention_days."),
@@ -26,9 +24,7 @@ with DAG(
         "engine": Param(None, type=["null", "string"], description="Backup engine; None: the notebook's default."),
         "glue_job_name": Param(None, type=["null", "string"], description="AWS Glue job (engine glue); None: CXR_GLUE_JOB_NAME."),
     },
-    user_defined_macros=USER_MACROS,
-    render_template_as_native_obj=True,
-    tags=["cxr", "stage3"],
+    tags=["stage3"],
     doc_md=__doc__,
 ) as dag:
     CxrNotebookOperator(

@@ -61,6 +61,19 @@ def default_args(*, retries: int = 2, timeout: timedelta = timedelta(hours=1)) -
     }
 
 
+def cxr_dag(dag_id: str, *, schedule: str | None, description: str, doc_md: str | None, tags: list[str],
+            retries: int, timeout: timedelta, params: dict | None = None):  # noqa: ANN201 - airflow.sdk.DAG
+    """A DAG with the project's conventions: fixed start, no catch-up, one active run, retries and a
+    timeout on every task, the cxr template macros, and native rendering (numbers/None stay typed)."""
+    from airflow.sdk import DAG
+
+    return DAG(
+        dag_id=dag_id, description=description, schedule=schedule, start_date=START_DATE, catchup=False,
+        max_active_runs=1, default_args=default_args(retries=retries, timeout=timeout), params=params or {},
+        user_defined_macros=USER_MACROS, render_template_as_native_obj=True, tags=["cxr", *tags], doc_md=doc_md,
+    )
+
+
 def _variable(name: str) -> str | None:
     from airflow.sdk import Variable
 

@@ -6,17 +6,15 @@ Trigger with params (since, until, classes, min_score, ...). ``out_dir`` default
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, Param
-from cxr_dag_common import START_DATE, USER_MACROS, CxrNotebookOperator, default_args
+from airflow.sdk import Param
+from cxr_dag_common import CxrNotebookOperator, cxr_dag
 
-with DAG(
-    dag_id="cxr_mart_export",
+with cxr_dag(
+    "cxr_mart_export",
     description="Stage 5: warehouse -> COCO data set on premises",
     schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(retries=1, timeout=timedelta(hours=2)),
+    retries=1,
+    timeout=timedelta(hours=2),
     params={
         "out_dir": Param(None, type=["null", "string"], description="Export folder; None: var/mart/<logical date>."),
         "since": Param(None, type=["null", "string"], description="UTC date/time, inclusive."),
@@ -28,9 +26,7 @@ with DAG(
         "include_empty": Param(True, type="boolean", description="Keep transactions without boxes."),
         "val_fraction": Param(0.2, type="number", minimum=0, maximum=1),
     },
-    user_defined_macros=USER_MACROS,
-    render_template_as_native_obj=True,
-    tags=["cxr", "stage5"],
+    tags=["stage5"],
     doc_md=__doc__,
 ) as dag:
     CxrNotebookOperator(

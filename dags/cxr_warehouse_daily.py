@@ -8,33 +8,22 @@ Runs notebooks/warehouse_etl.ipynb here, or, when the Airflow Connection ``cxr_s
 from datetime import timedelta
 
 from airflow.providers.ssh.operators.ssh import SSHOperator
-from airflow.sdk import DAG, Param, task
-from cxr_dag_common import (
-    SSH_CONNECTION_ID,
-    START_DATE,
-    USER_MACROS,
-    CxrNotebookOperator,
-    default_args,
-    ssh_configured,
-)
+from airflow.sdk import Param, task
+from cxr_dag_common import SSH_CONNECTION_ID, CxrNotebookOperator, cxr_dag, ssh_configured
 
 TIMEOUT = timedelta(hours=1)
 
-with DAG(
-    dag_id="cxr_warehouse_daily",
+with cxr_dag(
+    "cxr_warehouse_daily",
     description="Stage 4: DB -> warehouse documents, here or on the SSH host",
     schedule="@daily",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(retries=2, timeout=TIMEOUT),
+    retries=2,
+    timeout=TIMEOUT,
     params={
         "mode": Param("incremental", type="string", description="incremental (since the watermark) or rebuild."),
         "batch_size": Param(None, type=["null", "integer"], description="Documents per bulk write; None: CXR_WAREHOUSE_BATCH_SIZE."),
     },
-    user_defined_macros=USER_MACROS,
-    render_template_as_native_obj=True,
-    tags=["cxr", "stage4"],
+    tags=["stage4"],
     doc_md=__doc__,
 ) as dag:
 

@@ -152,3 +152,19 @@ def test_dags_run_end_to_end_against_the_local_services(airflow_home, services, 
     coco = json.loads((out_dir / "annotations" / "instances.json").read_text())
     assert len(coco["images"]) == len(seeded)
     assert len(coco["annotations"]) == sum(r.n_boxes for r in seeded)
+
+
+@pytest.mark.integration
+def test_variables_and_the_db_connection_win_over_the_env(airflow_home):
+    """Variable cxr_lake_url beats CXR_LAKE_URL; Connection cxr_db gives the DB URL; other CXR_* pass through."""
+    env = {**base_env(airflow_home), "AIRFLOW_VAR_CXR_LAKE_URL": "s3://from-variable",
+           "CXR_LAKE_URL": "file:///from-env", "CXR_WAREHOUSE_DB": "from_env",
+           "AIRFLOW_CONN_CXR_DB": json.dumps({"conn_type": "mysql", "host": "db.example", "port": 3306,
+                                              "schema": "cxr", "login": "u", "password": "p@ss:w/rd"})}
+    code = ("import json, cxr_dag_common as c\n"
+            "e = c.kernel_environment()\n"
+            "print(json.dumps({k: e.get(k) for k in ('CXR_LAKE_URL', 'CXR_WAREHOUSE_DB', 'CXR_DB_URL')}))\n")
+    proc = airflow_python(code, env=env)
+    assert load_json_line(proc.stdout) == {
+        "CXR_LAKE_URL": "s3://from-variable", "CXR_WAREHOUSE_DB": "from_env",
+        "CXR_DB_URL": "mysql+pymysql://u:p%40ss%3Aw%2Frd@db.example:3306/cxr?charset=utf8mb4"}, proc.stderr[-2000:]
