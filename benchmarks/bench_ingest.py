@@ -177,10 +177,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=512, help="phantom side in pixels")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
-    if not svc.all_up():
-        raise SystemExit("the local services are not running: run `cxr services up` first")
-    env = svc.read_env(svc.env_file())
-    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})  # the endpoint's test credentials
+    env = svc.running_env()  # exports the endpoint's test credentials
     settings = load_settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-ingest-")))
     samples = uploads(args.samples, args.image_size, settings)
     stores = []

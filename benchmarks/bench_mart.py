@@ -75,11 +75,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
-    if not svc.all_up():
-        raise SystemExit("the local services are not running: run `cxr services up` first")
-    env = svc.read_env(svc.env_file())
+    env = svc.running_env()  # exports the endpoint's test credentials
     endpoint = env["CXR_S3_ENDPOINT_URL"]
-    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})  # the endpoint's test credentials
     bucket, dbname = f"cxr-bench-{uuid.uuid4().hex[:8]}", f"cxr_bench_{uuid.uuid4().hex[:8]}"
     s3 = svc.s3_client(endpoint)
     s3.create_bucket(Bucket=bucket)

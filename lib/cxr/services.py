@@ -660,3 +660,17 @@ def status(data_dir: Path | None = None) -> list[ServiceStatus]:
 
 def all_up(data_dir: Path | None = None) -> bool:
     return all(s.up for s in status(data_dir)) and env_file(data_dir).exists()
+
+
+def running_env(data_dir: Path | None = None, *, export_aws: bool = True) -> dict[str, str]:
+    """The env of the running local servers (for benchmarks and scripts), or a one-line error.
+
+    With ``export_aws`` the S3 endpoint's test credentials go into ``os.environ`` so boto3's
+    default chain finds them.
+    """
+    if not all_up(data_dir):
+        raise ConfigError("the local services are not running: run `cxr services up` first", setting="CXR_DATA_DIR")
+    env = read_env(env_file(data_dir))
+    if export_aws:
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    return env
