@@ -173,3 +173,15 @@ def test_detectron2_mapping_with_plain_arrays():
     assert det.class_names == ["b", "e"] and det.scores.tolist() == pytest.approx([0.9, 0.4])
     assert det.boxes.tolist() == [[0, 0, 10, 10], [50, 50, 60, 70]]
     assert len(detectron2_to_detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0), ["a"])) == 0
+
+
+@pytest.mark.parametrize("shape,out", [((512, 512), (192, 192)), ((300, 200), (96, 64)), ((50, 70), (137, 192))])
+def test_resize_equals_torch_interpolate(shape, out):
+    import torch
+    import torch.nn.functional as F
+
+    from cxr.model.preprocess import resize_bilinear
+
+    img = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)
+    ref = F.interpolate(torch.from_numpy(img)[None, None], size=out, mode="bilinear", align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(resize_bilinear(img, *out), ref, atol=1e-4)

@@ -73,6 +73,7 @@ def train_cmd(
     version: Optional[str] = typer.Option(None, help="Output version (default: UTC timestamp)."),
     weights: str = typer.Option("auto", help="ONNX weight storage: auto (fp16/int8 if <= 15 MB and mAP drop <= 0.02), fp32, fp16, int8."),
     eval_n: int = typer.Option(200, help="Held-out phantoms to evaluate on."),
+    init_weights: Optional[Path] = typer.Option(None, help="Fine-tune from this model.pt (same recipe architecture and classes)."),
 ) -> None:
     """Train a RetinaNet, export ONNX + metadata + model card to the registry, and evaluate it."""
     from cxr.errors import InputError
@@ -85,7 +86,7 @@ def train_cmd(
     rep = train_and_register(recipe, data=data, fmt=fmt, images_dir=images_dir, classes=classes,
                              models_dir=s.models_dir, name=name or s.model_name, version=version, weights=weights,
                              eval_n=eval_n, minutes=minutes, steps=steps, epochs=epochs, backbone=backbone, size=size,
-                             batch_size=batch_size, lr=lr, threads=threads, log=typer.echo)
+                             batch_size=batch_size, lr=lr, threads=threads, init_weights=init_weights, log=typer.echo)
     typer.echo(metrics_table(rep["metrics"]))
     typer.echo(f"model: {rep['model_dir']} ({rep['weights']} weights, {rep['bytes'] / 1e6:.1f} MB); "
                f"{rep['training']['cpu_seconds'] / 60:.1f} CPU min, {rep['training']['wall_seconds'] / 60:.1f} wall min")

@@ -89,7 +89,8 @@ def model_card(meta: dict) -> str:
         "## Training data",
         f"- {t.get('data', 'synthetic phantoms')}",
         f"- Recipe {t.get('recipe', '?')}: {t.get('steps', '?')} steps, batch {t.get('batch_size', '?')}, "
-        f"{t.get('cpu_seconds', 0) / 60:.1f} CPU minutes, {t.get('wall_seconds', 0) / 60:.1f} wall minutes on {t.get('threads', '?')} threads.",
+        f"{t.get('cpu_seconds', 0) / 60:.1f} CPU minutes, {t.get('wall_seconds', 0) / 60:.1f} wall minutes "
+        f"(torch threads: {t.get('threads', '?')}).",
         "",
         "## Evaluation",
     ]
@@ -101,7 +102,12 @@ def model_card(meta: dict) -> str:
     else:
         lines.append("- not evaluated yet")
     lines += ["", "## Limitations",
-              "Synthetic phantoms are simple geometric drawings. Performance on them says nothing about real chest X-rays.", ""]
+              "Synthetic phantoms are simple geometric drawings. Performance on them says nothing about real chest X-rays."]
+    weak = [k for k, v in (m.get("ap50_per_class") or {}).items() if v == v and v < 0.5]
+    if weak:
+        lines.append(f"Weak on the held-out set (AP@0.5 < 0.5): {', '.join(weak)}. The phantoms' ILD is a fine "
+                     "reticular texture that letterboxing to the model's input size blurs towards a faint haze.")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -108,6 +108,7 @@ def train(
     threads: int | None = None,
     progress: bool | None = None,
     on_step: Callable[[dict, torch.nn.Module], None] | None = None,
+    init_weights: str | Path | None = None,
 ) -> TrainResult:
     """Train a RetinaNet; ``samples`` (from ``cxr.model.datasets``) or phantoms on the fly when None."""
     from tqdm.auto import tqdm
@@ -135,7 +136,13 @@ def train(
         torch.set_num_threads(int(threads))
     arch = default_arch(r["backbone"], int(r["size"]), int(r["smallest_anchor"]))
     arch["head_convs"] = int(r["head_convs"])
-    model = build_retinanet(arch, len(classes)).to(memory_format=torch.channels_last)
+    model = build_retinanet(arch, len(classes))
+    if init_weights is not None:  # fine-tune: continue from a model.pt of the same architecture and classes
+        try:
+            model.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError) as exc:
+            raise InputError(f"{init_weights}: cannot start from these weights ({str(exc).splitlines()[0][:160]})") from None
+    model = model.to(memory_format=torch.channels_last)
     model.train()
     decay, no_decay = [], []
     for n_, p in model.named_parameters():
@@ -196,7 +203,7 @@ def train(
     info = {"recipe": recipe, "data": data_desc, "synthetic": samples is None, "steps": step,
             "batch_size": int(r["batch_size"]), "lr": r["lr"], "optimizer": "AdamW, warmup + cosine",
             "wall_seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1),
-            "threads": torch.get_num_threads(), "seed": seed, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "seed": seed, "init_weights": str(init_weights) if init_weights else None, "torch": torch.__version__,
             "final_loss_ema": ema, "host_cpus": os.cpu_count()}
     return TrainResult(model=model, arch=arch, classes=classes, history=history, info=info)
 
@@ -238,10 +245,6 @@ def train_and_register(
     import datetime as _dt
 
     from cxr.model.datasets import read_dataset
-    from cxr.model.evaluate import evaluate_phantoms, evaluate_samples
-    from cxr.model.export import build_metadata, compress_weights, export_onnx, write_metadata
-    from cxr.model.net import RawRetinaNet
-    from cxr.model.predict import OnnxPredictor
     from cxr.model.registry import list_versions
 
     models_dir = Path(models_dir)
@@ -262,6 +265,20 @@ def train_and_register(
         eval_samples = [all_samples[i] for i in idx[:n_eval]]
         samples = [all_samples[i] for i in idx[n_eval:]] or all_samples
     res = train(recipe, classes=classes, samples=samples, progress=progress, **train_kwargs)
+    return register(res, out_dir, name=name, version=version, weights=weights, eval_samples=eval_samples,
+                    eval_n=eval_n, eval_size=eval_size, progress=progress, log=log, data_desc=str(data))
+
+
+def register(res: TrainResult, out_dir: Path, *, name: str, version: str, weights: str = "auto",
+             eval_samples=None, eval_n: int = 200, eval_size: int = 512, progress: bool | None = None,
+             log: Callable[[str], None] = print, data_desc: str = "") -> dict:
+    """Export a trained model to ``out_dir``, evaluate fp32 and compressed storage, keep the chosen one."""
+    from cxr.model.evaluate import evaluate_phantoms, evaluate_samples
+    from cxr.model.export import build_metadata, compress_weights, export_onnx, write_metadata
+    from cxr.model.net import RawRetinaNet
+    from cxr.model.predict import OnnxPredictor
+
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(res.model.state_dict(), out_dir / "model.pt")
     save_history(res.history, out_dir / "history.json")
@@ -276,7 +293,7 @@ def train_and_register(
         pred = OnnxPredictor(out_dir, meta_for(onnx_path, storage, None), onnx_file=onnx_path.name)
         if eval_samples is None:
             return evaluate_phantoms(pred, eval_n, eval_size, progress=progress)
-        return evaluate_samples(pred, eval_samples, progress=progress, dataset=f"held-out 10% of {data}")
+        return evaluate_samples(pred, eval_samples, progress=progress, dataset=f"held-out 10% of {data_desc}")
 
     log(f"trained {res.info['steps']} steps in {res.info['wall_seconds'] / 60:.1f} wall min "
         f"({res.info['cpu_seconds'] / 60:.1f} CPU min); evaluating fp32")
