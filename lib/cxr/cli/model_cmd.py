@@ -55,7 +55,7 @@ def phantoms(
 
 @model.command("train")
 def train_cmd(
-    recipe: str = typer.Option("demo", help="demo (ResNet18-FPN128 at 256 px), r50 (ResNet50-FPN v2) or smoke."),
+    recipe: str = typer.Option("demo", help="demo (ResNet18-FPN128 at 192 px), r50 (ResNet50-FPN v2) or smoke."),
     data: str = typer.Option("phantoms", help="'phantoms' (generated on the fly), a COCO dir/JSON (the mart's export) "
                                               "or a VinDr-CXR CSV."),
     fmt: Optional[str] = typer.Option(None, "--format", help="coco or vindr (guessed from the path)."),
