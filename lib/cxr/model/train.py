@@ -27,7 +27,7 @@ from cxr.model.preprocess import letterbox
 #: recipes: everything a run needs apart from the data and the budget overrides
 RECIPES: dict[str, dict] = {
     "demo": {"backbone": "resnet18", "size": 192, "batch_size": 4, "lr": 1e-3, "weight_decay": 1e-4,
-             "warmup_steps": 30, "minutes": 25.0, "packed_fraction": 0.8, "head_convs": 2, "smallest_anchor": 12},
+             "warmup_steps": 30, "minutes": 9.5, "packed_fraction": 0.8, "head_convs": 2, "smallest_anchor": 12},
     "smoke": {"backbone": "resnet18", "size": 128, "batch_size": 2, "lr": 1e-3, "weight_decay": 0.0,
               "warmup_steps": 0, "steps": 12, "packed_fraction": 1.0, "head_convs": 1, "smallest_anchor": 8},
     "r50": {"backbone": "resnet50_v2", "size": 384, "batch_size": 4, "lr": 1e-3, "weight_decay": 1e-4,
