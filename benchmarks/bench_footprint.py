@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+
+from cxr import services
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_CONTAINER_BYTES = 7 * 10**9  # the seed's container: "7 GB"
@@ -149,11 +150,8 @@ def cold_start(app_env: Path, work: Path) -> dict:
                                  f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/voila/static/voila.js', timeout=4)"],
                                 capture_output=True).returncode == 0
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        services.terminate(proc.pid, timeout=20)
+        proc.wait()
         log.close()
     return {"port_open_s": round(t_port, 1), "page_rendered_s": round(t_page, 1),
             "first_prediction_s": round(t_pred, 1), "healthcheck_url_ok": health}

@@ -104,6 +104,25 @@ def _is_ours(pid: int, service_dir: Path) -> bool:
         return False
 
 
+def terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM ``pid`` (its whole process group when it leads one), SIGKILL after ``timeout`` s."""
+    try:
+        target_group = os.getpgid(pid) == pid
+    except OSError:
+        target_group = False
+    kill = os.killpg if target_group else os.kill
+    with contextlib.suppress(ProcessLookupError):
+        kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            kill(pid, signal.SIGKILL)
+        while pid_alive(pid) and time.monotonic() < deadline + 5:
+            time.sleep(0.1)
+
+
 def port_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -237,21 +256,7 @@ class Service:
         if pid is None:
             self.state_file.unlink(missing_ok=True)
             return False
-        try:
-            target_group = os.getpgid(pid) == pid
-        except OSError:
-            target_group = False
-        kill = os.killpg if target_group else os.kill
-        with contextlib.suppress(ProcessLookupError):
-            kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                kill(pid, signal.SIGKILL)
-            while pid_alive(pid) and time.monotonic() < deadline + 5:
-                time.sleep(0.1)
+        terminate(pid)
         self.state_file.unlink(missing_ok=True)
         return True
 

@@ -8,7 +8,6 @@ embedded stores (SQLite + local lake) in this test's tmp dir. The upload widget 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -17,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from cxr import services
 
 pytestmark = pytest.mark.e2e
 
@@ -65,12 +66,8 @@ def dashboard(tmp_path, models_dir):
     else:
         pytest.fail("cxr dashboard did not open its port in 90 s")
     yield {"url": f"http://127.0.0.1:{port}/", "data": data, "log": tmp_path / "voila.log"}
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    services.terminate(proc.pid, timeout=20)
+    proc.wait()
     log.close()
 
 
