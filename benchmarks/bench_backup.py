@@ -3,7 +3,7 @@
 Generates N images x T transactions x B boxes straight into a SQLite DB (SQLAlchemy Core, no
 ingest code), extracts once with the backup job's Spark JDBC extract, then writes the same rows
 in both layouts with the job's own writer and measures: files written, write time, and the time
-to look up one image's rows with the job's reader (pyarrow, `cxr.backup.restore.read_run`).
+to look up one image's rows with the job's reader (pyarrow, `cxr.stores.backup_reader.read_run`).
 For the seed's layout it also times the best case: opening that image's directory directly.
 
     .venv/bin/python benchmarks/bench_backup.py --images 100000        # the scale
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from cxr.backup.job import extract, plan_ids, spark_session, write_parquet, jdbc_reader
     from cxr.backup.manifest import Manifest, run_prefix
-    from cxr.backup.restore import read_run
+    from cxr.stores.backup_reader import read_run
     from cxr.config import load_settings
     from cxr.stores import db
     from cxr.stores.lake import LocalLake
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
             res = {"files": len(files), "write_s": round(write_s, 2),
                    "bytes": sum(f.stat().st_size for f in files),
                    "lookup_read_run_ms": round(1000 * lookup_times(
-                       lambda i, m=manifest: read_run(lake, m, settings, image_ids=[i]).num_rows, probe), 2)}
+                       lambda i, m=manifest: read_run(lake, m, image_ids=[i]).num_rows, probe), 2)}
             if layout == "image_id":  # the seed's best case: open that image's directory directly
                 res["lookup_direct_dir_ms"] = round(1000 * lookup_times(
                     lambda i, t=target: ds.dataset(str(t / f"image_id={i}"), format="parquet").count_rows(), probe), 2)

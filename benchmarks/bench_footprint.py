@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cxr import services
+from cxr.devtools import services
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_CONTAINER_BYTES = 7 * 10**9  # the seed's container: "7 GB"

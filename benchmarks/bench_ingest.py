@@ -40,7 +40,7 @@ import numpy as np
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 
-from cxr import services as svc
+from cxr.devtools import services as svc
 from cxr.config import load_settings
 from cxr.ingest.decode import decode_upload
 from cxr.ingest.pipeline import store_prediction

@@ -29,8 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from cxr import services as svc
-from cxr.mart.coco import rendition_key
+from cxr.devtools import services as svc
+from cxr.stores.layout import rendition_key
 from cxr.mart.export import export_mart
 from cxr.model.classes import SEED_CLASSES
 from cxr.model.phantoms import generate_phantom, png_bytes
@@ -55,7 +55,7 @@ def documents(n: int, size: int, distinct: int) -> tuple[list[dict], dict[str, b
                      "transactions": [{"transaction_id": i + 1, "time": t0 + timedelta(minutes=i), "cs_thr": 0.5,
                                        "nms_thr": 0.5, "model_version": "1", "run_id": "bench", "mode": "upload",
                                        "pred_bbox": boxes}],
-                     "first_seen": t0, "updated_at": t0})
+                     "created_at": t0, "updated_at": t0})
     return docs, objects
 
 

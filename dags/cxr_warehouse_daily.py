@@ -1,8 +1,10 @@
 """Stage 4, daily: load new DB transactions into the warehouse (one document per image).
 
 Runs notebooks/warehouse_etl.ipynb here, or, when the Airflow Connection ``cxr_ssh`` exists,
-``cxr notebook run warehouse_etl`` on that host over SSH (its checkout in Variable
-``cxr_ssh_remote_workdir``, default ``cxr``), which stores the run record in the lake itself.
+``cxr notebook run warehouse_etl`` on that host over SSH (its checkout and Python: the settings
+``ssh_remote_workdir`` and ``ssh_remote_python``, e.g. Variables ``cxr_ssh_remote_workdir``), which
+stores the run record in the lake itself. The command is cxr's one builder, the same
+``cxr warehouse --via-ssh`` runs.
 """
 
 from datetime import timedelta
@@ -40,7 +42,7 @@ with cxr_dag(
         command=(
             "{{ cxr_remote_command('warehouse_etl', {'mode': params.mode, 'batch_size': params.batch_size},"
             " dag_id=dag.dag_id, logical_date=cxr_run_date(logical_date or dag_run.run_after),"
-            " task=task.task_id, workdir=var.value.get('cxr_ssh_remote_workdir', 'cxr')) }}"
+            " task=task.task_id) }}"
         ),
         cmd_timeout=int(TIMEOUT.total_seconds()),
     )

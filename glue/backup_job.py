@@ -5,6 +5,7 @@ through the Glue connection named by ``--connection-name`` as DynamicFrames (has
 the id column), and writes the parquet straight to ``s3://``. Without ``awsglue`` (not on PyPI)
 it runs on a local SparkSession over JDBC and uploads through the lake adapter. Either way the
 work is :func:`cxr.backup.job.run_backup` and the pure transforms in :mod:`cxr.backup.transforms`.
+This script only wires: arguments, the Glue context and its connection reader, the report.
 
 Glue job setup: script = this file; ``--extra-py-files`` = the cxr wheel; ``--additional-python-modules``
 = ``sqlalchemy,pymysql,pydantic-settings,pymongo`` (for the plan, the verified purge and the
@@ -20,6 +21,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
+
+import boto3
+from pymongo.database import Database
+from pyspark.context import SparkContext
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from sqlalchemy import Engine, Table
+
+from cxr.backup.job import run_backup
+from cxr.backup.report import BackupReport
+from cxr.backup.spark import TableReader, spark_session
+from cxr.config import load_settings
+from cxr.errors import CxrError
+from cxr.stores.lake import Lake
 
 
 def _bool(value: str) -> bool:
@@ -47,7 +63,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _awsglue():  # noqa: ANN202
+def _awsglue() -> tuple[Any, Any] | None:
+    """GlueContext and Job when running on AWS Glue (``awsglue`` is not on PyPI), else None."""
     try:
         from awsglue.context import GlueContext
         from awsglue.job import Job
@@ -56,11 +73,10 @@ def _awsglue():  # noqa: ANN202
     return GlueContext, Job
 
 
-def glue_reader(glue_context, connection_name: str):  # noqa: ANN001, ANN201
+def glue_reader(glue_context: Any, connection_name: str) -> TableReader:
     """Read a table through the Glue connection as a DynamicFrame, hash-partitioned on its id column."""
-    from pyspark.sql import functions as F
 
-    def read(table, id_column: str, lower: int, upper: int, num_partitions: int):  # noqa: ANN001, ANN202
+    def read(table: Table, id_column: str, lower: int, upper: int, num_partitions: int) -> DataFrame:
         frame = glue_context.create_dynamic_frame.from_options(
             connection_type="mysql",
             connection_options={"useConnectionProperties": "true", "connectionName": connection_name,
@@ -73,17 +89,12 @@ def glue_reader(glue_context, connection_name: str):  # noqa: ANN001, ANN201
 
 
 def _db_url_from_secret(secret_id: str, region: str | None) -> str:
-    import boto3
-
     return boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=secret_id)["SecretString"].strip()
 
 
-def main(argv: list[str] | None = None, *, spark=None, engine=None, lake=None, warehouse=None):  # noqa: ANN001, ANN201
-    """Run one backup; returns the :class:`cxr.backup.job.BackupReport`. Keyword arguments are for tests."""
-    from cxr.backup.job import run_backup, spark_session
-    from cxr.config import load_settings
-    from cxr.errors import CxrError
-
+def main(argv: list[str] | None = None, *, spark: SparkSession | None = None, engine: Engine | None = None,
+         lake: Lake | None = None, warehouse: Database | None = None) -> BackupReport:
+    """Run one backup; returns the :class:`cxr.backup.report.BackupReport`. Keyword arguments are for tests."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     overrides: dict[str, object] = {}
     if args.lake_url:
@@ -95,8 +106,6 @@ def main(argv: list[str] | None = None, *, spark=None, engine=None, lake=None, w
         if args.db_secret_id:
             settings = load_settings(**overrides, db_url=_db_url_from_secret(args.db_secret_id, settings.s3_region))
         if glue is not None:
-            from pyspark.context import SparkContext
-
             GlueContext, Job = glue
             glue_context = GlueContext(SparkContext.getOrCreate())
             spark = glue_context.spark_session

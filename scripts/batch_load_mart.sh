@@ -6,12 +6,14 @@
 #
 #   1. reads the settings (CXR_* environment, .env, or the file named by CXR_ENV_FILE) and
 #      stops with `cxr: error: ...` when they are wrong;
-#   2. when CXR_SSH_HOST is set, opens the tunnel to the warehouse (`cxr mart-tunnel`: the host
+#   2. when CXR_SSH_HOST is set, holds the tunnel to the warehouse open for the whole batch
+#      (`cxr mart-tunnel`, cxr's one tunnel owner, cxr.stores.warehouse.warehouse_tunnel: the host
 #      key is checked against CXR_SSH_KNOWN_HOSTS) and points CXR_WAREHOUSE_URL at its local
 #      end, with directConnection=true;
 #   3. runs notebooks/mart_export.ipynb with papermill (`cxr notebook run`, which keeps the
-#      executed notebook in the lake under runs/batch_load_mart/); -p NAME VALUE pairs are the
-#      notebook's parameters (since, until, min_score, classes, model_version, latest, ...);
+#      executed notebook in the lake under runs/batch_load_mart/), told with `-p via_tunnel false`
+#      that the URL already goes through the tunnel; -p NAME VALUE pairs are the notebook's
+#      parameters (since, until, min_score, classes, model_version, latest, ...);
 #   4. closes the tunnel on exit, whether the export worked, failed or was interrupted.
 #
 # Environment: CXR_PYTHON, the Python with cxr installed (default: .venv/bin/python of this checkout).
@@ -31,6 +33,7 @@ shift
 WORK="$(mktemp -d)"
 TUNNEL_PID=""
 NOTEBOOK_PID=""
+TUNNEL_ARGS=()
 cleanup() {
     local rc=$?
     if [[ -n "$NOTEBOOK_PID" ]] && kill -0 "$NOTEBOOK_PID" 2>/dev/null; then
@@ -78,12 +81,12 @@ if [[ -n "$SSH_HOST" ]]; then
     fi
     CXR_WAREHOUSE_URL="$(cat "$WORK/warehouse-url")"
     export CXR_WAREHOUSE_URL
-    export CXR_SSH_HOST=""  # the notebook reaches the warehouse through this tunnel, not a second one
+    TUNNEL_ARGS=(-p via_tunnel false)  # the URL above already goes through this tunnel
 fi
 
 # 3. the export notebook (in the background, so that a signal reaches the traps at once).
 "$PY" -m cxr notebook run mart_export --dag-id batch_load_mart --notebooks-dir "$ROOT/notebooks" \
-    -p out_dir "$OUT_DIR" "$@" &
+    -p out_dir "$OUT_DIR" "${TUNNEL_ARGS[@]}" "$@" &
 NOTEBOOK_PID=$!
 wait "$NOTEBOOK_PID"
 NOTEBOOK_PID=""

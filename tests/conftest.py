@@ -38,7 +38,7 @@ def _unique(prefix: str) -> str:
 @pytest.fixture(autouse=True)
 def _isolated_settings(tmp_path, monkeypatch):
     from cxr.config import Settings, get_settings
-    from cxr.services import TEST_AWS
+    from cxr.devtools.services import TEST_AWS
 
     for name in list(os.environ):
         if name.startswith("CXR_"):
@@ -89,7 +89,7 @@ def run_cxr(tmp_path):
 @pytest.fixture(scope="session")
 def services():
     """The running local servers' env (CXR_DB_URL, CXR_LAKE_URL, CXR_S3_ENDPOINT_URL, ...)."""
-    from cxr import services as svc
+    from cxr.devtools import services as svc
     from cxr.errors import CxrError
 
     lease_dir = svc.services_dir(SERVICES_DATA_DIR) / "leases"
@@ -122,7 +122,7 @@ def services_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def ssh_target(services):
     """The local sshd: ``.host .port .user .key_file .known_hosts`` (a :class:`cxr.remote.SSHTarget`)."""
-    from cxr.remote import SSHTarget
+    from cxr.stores.remote import SSHTarget
 
     return SSHTarget(services["CXR_SSH_HOST"], int(services["CXR_SSH_PORT"]), services["CXR_SSH_USER"],
                      Path(services["CXR_SSH_KEY_FILE"]), Path(services["CXR_SSH_KNOWN_HOSTS"]))
@@ -184,7 +184,7 @@ def local_lake(tmp_path):
 @pytest.fixture
 def s3_lake(services):
     """An empty S3 lake on a fresh bucket of the local S3 endpoint (emptied and removed afterwards)."""
-    from cxr.services import s3_client
+    from cxr.devtools.services import s3_client
     from cxr.stores.lake import S3Lake
 
     endpoint = services["CXR_S3_ENDPOINT_URL"]

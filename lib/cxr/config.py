@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="Model registry root: <models_dir>/<name>/<version>/.")
     model_name: str = Field("cxr-demo", description="Model in the registry.")
     model_version: str = Field("latest", description="Model version, or 'latest'.")
-    predictor_backend: Literal["onnx", "torch", "detectron2"] = Field("onnx", description="Inference backend.")
+    predictor_backend: Literal["onnx", "torch"] = Field("onnx", description="Inference backend: onnx (serving) or torch (needs the train extra and model.pt).")
     score_thr: float = Field(0.5, ge=0.0, le=1.0, description="Default confidence-score threshold (the seed's cs_thr).")
     nms_thr: float = Field(0.5, ge=0.0, le=1.0, description="Default class-wise NMS IoU threshold (the seed's nms_thr).")
 
@@ -129,10 +129,6 @@ class Settings(BaseSettings):
     def resolved_lake_url(self) -> str:
         return self.lake_url or (self.data_dir / "lake").resolve().as_uri()
 
-    @property
-    def services_dir(self) -> Path:
-        return self.data_dir / "services"
-
     def redacted(self) -> dict[str, object]:
         """Settings as a dict with passwords in URLs masked, safe to log or show."""
         out: dict[str, object] = {}
@@ -151,6 +147,11 @@ def redact_url(url: str) -> str:
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)
     return url
+
+
+def setting_names() -> tuple[str, ...]:
+    """The name of every setting (``CXR_<NAME>`` in the environment), in declaration order."""
+    return tuple(Settings.model_fields)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -8,14 +8,29 @@ so the report always renders.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.axes import Axes
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
+from cxr.config import Settings, get_settings
 from cxr.errors import CxrError
+from cxr.stores import layout
+from cxr.stores.backup_reader import read_backup
+from cxr.stores.catalog import Stores
+from cxr.stores.db import describe_error
+from cxr.stores.lake import Lake
+from cxr.stores.runs import RunSummary, read_run_summaries
+from cxr.stores.schema import image, pred_bounding_box, transaction
+from cxr.stores.warehouse import IMAGES_COLLECTION
+from cxr.stores.watermark import get_watermark
 
 STORES = ("db", "lake_backup", "warehouse", "mart")
 
@@ -28,7 +43,7 @@ class PipelineReport:
     box_rows: list[tuple]  # (transaction time, class name), DB + backup, each box once
     model_rows: list[tuple[str, int, datetime | None, datetime | None]]  # version, transactions, first, last
     ingest_rows: list[tuple[str, int, datetime | None, datetime | None]]  # run_id, transactions, first, last
-    runs: list = field(default_factory=list)  # cxr.runs.RunSummary, newest first
+    runs: list[RunSummary] = field(default_factory=list)  # newest first
     notes: list[str] = field(default_factory=list)  # stores that could not be read, and why
 
 
@@ -69,7 +84,7 @@ def ingest_throughput(ingest_rows: Sequence[tuple], latest: int = 10) -> pd.Data
     return df.sort_values("last", ascending=False, ignore_index=True).head(latest)
 
 
-def runs_table(runs: Sequence, latest: int = 20) -> pd.DataFrame:
+def runs_table(runs: Sequence[RunSummary], latest: int = 20) -> pd.DataFrame:
     """The latest run records: DAG, task, logical date, status, duration and where the record is."""
     rows = [(r.dag_id, r.task, r.logical_date, "ok" if r.ok else "failed",
              round(r.duration_s, 1) if r.duration_s is not None else None, r.start_time, r.key) for r in runs]
@@ -77,7 +92,7 @@ def runs_table(runs: Sequence, latest: int = 20) -> pd.DataFrame:
     return df.head(latest)
 
 
-def duration_stats(runs: Sequence) -> pd.DataFrame:
+def duration_stats(runs: Sequence[RunSummary]) -> pd.DataFrame:
     """Per (dag_id, task): runs, failures, median and last duration in seconds."""
     df = pd.DataFrame([(r.dag_id, r.task, r.ok, r.duration_s, r.logical_date) for r in runs],
                       columns=["dag_id", "task", "ok", "duration_s", "logical_date"])
@@ -94,10 +109,8 @@ def duration_stats(runs: Sequence) -> pd.DataFrame:
     return out.reset_index()
 
 
-def plot_class_distribution(table: pd.DataFrame, ax=None):  # noqa: ANN001, ANN201 - matplotlib Axes
+def plot_class_distribution(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Stacked bars of :func:`class_distribution`; returns the Axes."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 3.5))
     if table.empty:
@@ -118,8 +131,6 @@ def plot_class_distribution(table: pd.DataFrame, ax=None):  # noqa: ANN001, ANN2
 
 def coco_counts(instances_json: Path) -> dict[str, int]:
     """images / annotations / categories of a COCO ``instances.json``."""
-    import json
-
     data = json.loads(Path(instances_json).read_text())
     return {k: len(data.get(k, [])) for k in ("images", "annotations", "categories")}
 
@@ -132,16 +143,9 @@ def latest_coco(mart_dir: Path) -> Path | None:
 
 
 # --------------------------------------------------------------------------- gather (I/O)
-def _db_part(settings, report: PipelineReport) -> None:  # noqa: ANN001
-    from sqlalchemy import func, select
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from cxr.stores.db import describe_error, engine_from_settings
-    from cxr.stores.schema import image, pred_bounding_box, transaction
-
-    engine = engine_from_settings(settings)
+def _db_part(stores: Stores, report: PipelineReport) -> None:
     try:
-        with engine.connect() as conn:
+        with stores.engine.connect() as conn:
             report.counts["db"] = {
                 "images": conn.scalar(select(func.count()).select_from(image)),
                 "transactions": conn.scalar(select(func.count()).select_from(transaction)),
@@ -159,14 +163,10 @@ def _db_part(settings, report: PipelineReport) -> None:  # noqa: ANN001
                 select(tv.run_id, func.count(), func.min(tv.time), func.max(tv.time)).group_by(tv.run_id)))
     except SQLAlchemyError as exc:
         raise CxrError(f"{describe_error(exc)} (run `cxr db upgrade`?)") from None
-    finally:
-        engine.dispose()
 
 
-def _backup_part(settings, lake, report: PipelineReport) -> None:  # noqa: ANN001
-    from cxr.backup.restore import read_backup
-
-    df = read_backup(lake, settings)
+def _backup_part(lake: Lake, report: PipelineReport) -> None:
+    df = read_backup(lake)
     boxes = df.dropna(subset=["pred_bbox_id"]) if len(df) else df
     report.counts["lake_backup"] = {
         "images": int(df["image_id"].nunique()) if len(df) else 0,
@@ -176,23 +176,14 @@ def _backup_part(settings, lake, report: PipelineReport) -> None:  # noqa: ANN00
     report.box_rows.extend(zip(boxes["time"], boxes["pred_class"], boxes["pred_bbox_id"]))
 
 
-def _warehouse_part(settings, report: PipelineReport) -> None:  # noqa: ANN001
-    from cxr.stores.warehouse import database_from_settings
-
-    database = database_from_settings(settings)
-    counts: dict[str, int | None] = {"images": database["images"].count_documents({})}
-    try:
-        from cxr.warehouse.state import get_watermark
-
-        counts["watermark"] = get_watermark(database)
-    except ModuleNotFoundError:
-        pass
-    report.counts["warehouse"] = counts
-    database.client.close()
+def _warehouse_part(stores: Stores, report: PipelineReport) -> None:
+    database = stores.warehouse
+    report.counts["warehouse"] = {"images": database[IMAGES_COLLECTION].count_documents({}),
+                                  "watermark": get_watermark(database)}
 
 
-def _mart_part(mart_dir: Path | None, lake, report: PipelineReport) -> None:  # noqa: ANN001
-    counts: dict[str, int | None] = {"lake exports objects": sum(1 for _ in lake.list("exports/"))}
+def _mart_part(mart_dir: Path | None, lake: Lake, report: PipelineReport) -> None:
+    counts: dict[str, int | None] = {"lake exports objects": sum(1 for _ in lake.list(layout.EXPORTS_PREFIX))}
     latest = latest_coco(mart_dir) if mart_dir else None
     if latest is not None:
         counts.update({f"latest export {k}": n for k, n in coco_counts(latest).items()})
@@ -201,27 +192,24 @@ def _mart_part(mart_dir: Path | None, lake, report: PipelineReport) -> None:  # 
     report.counts["mart"] = counts
 
 
-def gather(settings=None, *, mart_dir: Path | None = None, latest_runs: int = 5) -> PipelineReport:  # noqa: ANN001
+def gather(settings: Settings | None = None, *, mart_dir: Path | None = None, latest_runs: int = 5) -> PipelineReport:
     """Read every store once. A store that fails is noted, not fatal."""
-    from cxr.config import get_settings
-    from cxr.runs import read_run_summaries
-    from cxr.stores.lake import lake_from_settings
-
-    s = settings or get_settings()
+    stores = Stores.open(settings or get_settings())
     report = PipelineReport(counts={k: {} for k in STORES}, box_rows=[], model_rows=[], ingest_rows=[])
     lake = None
     try:
-        lake = lake_from_settings(s)
+        lake = stores.lake
     except CxrError as exc:
         report.notes.append(f"lake: {exc}")
-    parts = [("db", lambda: _db_part(s, report)), ("warehouse", lambda: _warehouse_part(s, report))]
+    parts: list[tuple[str, Callable[[], None]]] = [("db", lambda: _db_part(stores, report)),
+                                                   ("warehouse", lambda: _warehouse_part(stores, report))]
     if lake is not None:
-        parts += [("lake_backup", lambda: _backup_part(s, lake, report)),
+        parts += [("lake_backup", lambda: _backup_part(lake, report)),
                   ("mart", lambda: _mart_part(mart_dir, lake, report))]
     for name, part in parts:
         try:
             part()
-        except (CxrError, ModuleNotFoundError, OSError) as exc:
+        except (CxrError, OSError) as exc:
             report.notes.append(f"{name}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a driver's own error: note it, keep the report
             report.notes.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -230,4 +218,5 @@ def gather(settings=None, *, mart_dir: Path | None = None, latest_runs: int = 5)
     report.box_rows = list(unique.values())
     if lake is not None:
         report.runs = read_run_summaries(lake, latest_per_task=latest_runs)
+    stores.close()
     return report

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr import services
+from cxr.devtools import services
 
 pytestmark = pytest.mark.e2e
 

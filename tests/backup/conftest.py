@@ -20,7 +20,7 @@ CUTOFF = datetime(2024, 3, 1)
 @pytest.fixture(scope="session")
 def spark():
     """local[2], no UI, 2 shuffle partitions, the JDBC jars: started once (~10-50 s, ~700 MB)."""
-    from cxr.backup.job import spark_session
+    from cxr.backup.spark import spark_session
     from cxr.config import load_settings
 
     session = spark_session(load_settings(), master="local[2]")

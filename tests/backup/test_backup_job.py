@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cxr.backup.job import run_backup
-from cxr.backup.restore import committed_runs, read_backup
+from cxr.stores.backup_reader import committed_runs, read_backup
 from cxr.errors import IntegrityError
 
 pytestmark = [pytest.mark.integration,
@@ -18,7 +18,7 @@ def _run(make_settings, history, lake, spark, **kw):  # noqa: ANN001, ANN202
 
 
 def test_backup_verify_restore_then_guarded_purge(make_settings, history, local_lake, spark, warehouse_db, bk):
-    from cxr.warehouse.state import set_watermark
+    from cxr.stores.watermark import set_watermark
 
     engine = history["engine"]
     expected = bk.db_rows(engine, before=bk.CUTOFF)
@@ -30,7 +30,7 @@ def test_backup_verify_restore_then_guarded_purge(make_settings, history, local_
     # rows in == rows in parquet, the empty-box transaction included, nothing newer than the cutoff
     assert m.summary["rows"] == len(expected) == 7
     assert m.summary["empty_transactions"] == 1
-    restored = read_backup(local_lake, make_settings())
+    restored = read_backup(local_lake)
     assert bk.frame_rows(restored) == expected
     assert set(restored["transaction_id"]) == history["old_tx"]
     empty = restored[restored["transaction_id"] == history["empty_tx"]]
@@ -41,7 +41,7 @@ def test_backup_verify_restore_then_guarded_purge(make_settings, history, local_
     assert all(c["ok"] for c in report.verification)
     assert bk.table_counts(engine) == before_counts  # no --purge: the DB is untouched
     # restore of one image
-    one = read_backup(local_lake, make_settings(), image_ids=[2])
+    one = read_backup(local_lake, image_ids=[2])
     assert set(one["image_id"]) == {2} and len(one) == 3
 
     # purge guard: the warehouse has loaded only up to transaction 2 -> refused, nothing deleted
@@ -61,7 +61,7 @@ def test_backup_verify_restore_then_guarded_purge(make_settings, history, local_
     assert after["pred_bounding_box"] == before_counts["pred_bounding_box"] - history["old_boxes"]
     assert {r[9] for r in bk.db_rows(engine)} == history["new_tx"]  # column 9: transaction_id
     # the backup still holds everything that left the DB
-    assert bk.frame_rows(read_backup(local_lake, make_settings())) == expected
+    assert bk.frame_rows(read_backup(local_lake)) == expected
     # a further run finds nothing to do and writes nothing
     again = _run(make_settings, history, local_lake, spark, purge_db=True, warehouse=warehouse_db)
     assert again.manifest is None and again.pending_runs == [] and len(committed_runs(local_lake)) == 1
@@ -88,7 +88,7 @@ def test_killed_after_write_before_purge_reruns_cleanly(make_settings, history, 
     assert report.cleaned == ["backup/month/run=crashed/"]
     assert report.manifest is None  # nothing new: the pending run covers it; no duplicate written
     assert report.purged["transaction"] == 4
-    restored = read_backup(local_lake, make_settings())
+    restored = read_backup(local_lake)
     assert bk.frame_rows(restored) == expected  # no duplicates, no loss
     assert sum(m.summary["rows"] for m in committed_runs(local_lake)) == len(expected)  # stored once
     assert bk.table_counts(engine)["transaction"] == history["new_tx"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr.backup.restore import committed_runs, read_backup
+from cxr.stores.backup_reader import committed_runs, read_backup
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")]
@@ -37,8 +37,7 @@ def test_glue_script_week_layout_on_s3_then_cli_restore(history, s3_lake, spark,
     keys = {i.key for i in s3_lake.list("backup/")}
     assert f"backup/manifests/{m.run_id}.json" in keys and m.success_key in keys
     assert all(f["key"] in keys for f in m.files) and len(m.files) == 4
-    settings = make_settings(s3_endpoint_url=endpoint)
-    assert bk.frame_rows(read_backup(s3_lake, settings)) == bk.db_rows(engine, before=bk.CUTOFF)
+    assert bk.frame_rows(read_backup(s3_lake)) == bk.db_rows(engine, before=bk.CUTOFF)
     assert [r.run_id for r in committed_runs(s3_lake)] == [m.run_id]
 
     env = {"CXR_LAKE_URL": f"s3://{s3_lake.bucket}", "CXR_S3_ENDPOINT_URL": endpoint,

@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from cxr.backup.job import check_watermark, jdbc_options, parse_before
-from cxr.backup.manifest import Manifest, compare, id_checksum, summarize_table
+from cxr.backup.job import parse_before
+from cxr.backup.purge import check_watermark
+from cxr.backup.spark import jdbc_options
+from cxr.backup.manifest import compare, id_checksum, summarize_table
+from cxr.stores.backup_reader import Manifest
 from cxr.errors import ConfigError, InputError, IntegrityError
 
 pytestmark = pytest.mark.unit
@@ -95,7 +98,8 @@ def test_glue_script_arguments():
 
 
 def test_notebook_entry_checks_engine_and_glue_job(make_settings):
-    from cxr.backup.job import glue_arguments, run_stage
+    from cxr.backup.glue import glue_arguments
+    from cxr.backup.job import run_stage
 
     with pytest.raises(InputError, match="engine"):
         run_stage("emr", settings=make_settings())
@@ -106,7 +110,7 @@ def test_notebook_entry_checks_engine_and_glue_job(make_settings):
 
 
 def test_missing_jdbc_jar_is_a_config_error(make_settings, tmp_path):
-    from cxr.backup.job import spark_session
+    from cxr.backup.spark import spark_session
 
     with pytest.raises(ConfigError, match="CXR_JDBC_JARS.*no-such.jar"):
         spark_session(make_settings(jdbc_jars=f"{tmp_path}/no-such.jar"))

@@ -32,7 +32,7 @@ def test_services_status_lists_each_up(services, services_data_dir, run_cxr):
 
 @pytest.mark.integration
 def test_services_up_is_idempotent(services, services_data_dir):
-    from cxr import services as svc
+    from cxr.devtools import services as svc
 
     before = {s.name: s.pid for s in svc.status(services_data_dir)}
     assert svc.up(services_data_dir) == services
@@ -43,7 +43,7 @@ def test_services_up_is_idempotent(services, services_data_dir):
 def test_services_port_in_use_is_reported(tmp_path):
     import socket
 
-    from cxr import services as svc
+    from cxr.devtools import services as svc
     from cxr.errors import ConfigError
 
     with socket.socket() as blocker:
@@ -109,7 +109,7 @@ def test_bad_configuration_is_one_line_exit_2(case, services, run_cxr):
 
 @pytest.mark.integration
 def test_service_start_is_idempotent_and_stop_ends_its_pid(tmp_path):
-    from cxr import services as svc
+    from cxr.devtools import services as svc
 
     server = svc.Warehouse(tmp_path / "services", free_port())
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cxr.errors import ConfigError, CxrError
-from cxr.remote import SSHTarget, get_file, open_tunnel, put_file, run_remote, session
+from cxr.stores.remote import SSHTarget, get_file, open_tunnel, put_file, run_remote, session
 
 
 def _keygen(path: Path) -> Path:

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from ingest_factory import FAKE, make_dicom
 
-from cxr.ingest import deid
+from cxr.dicom import deid
 from cxr.ingest.decode import decode_upload
 
 pytestmark = pytest.mark.unit

@@ -79,7 +79,7 @@ def test_objects_kept_by_the_backup_are_not_swept(sqlite_engine, local_lake, set
     """After stage 3 purged an image's rows, its objects are still referenced by the backup parquet."""
     import pandas as pd
 
-    import cxr.backup.restore as restore
+    import cxr.stores.backup_reader as restore
 
     kept = _orphan(local_lake, settings, 3)
     gone = _orphan(local_lake, settings, 4)

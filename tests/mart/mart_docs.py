@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 import numpy as np
 from PIL import Image
 
-from cxr.mart.coco import rendition_key
-from cxr.warehouse.state import set_watermark
+from cxr.stores.layout import rendition_key
+from cxr.stores.watermark import set_watermark
 
 CLASSES = ("Aortic enlargement", "Cardiomegaly", "ILD", "Infiltration", "Nodule/Mass")
 T0 = datetime(2024, 3, 1, 8, 0, 0)
@@ -44,7 +44,7 @@ def make_doc(image_id: int, *, width: int = 64, height: int = 48, n_tx: int = 1,
     return {
         "image_id": image_id, "sha256": sha, "bucket": "lake", "folder": f"images/{sha[:2]}",
         "image_file": f"{sha}.{ext}", "width": width, "height": height, "transactions": txs,
-        "first_seen": T0 + timedelta(days=day), "updated_at": T0 + timedelta(days=day + n_tx),
+        "created_at": T0 + timedelta(days=day), "updated_at": T0 + timedelta(days=day + n_tx),
     }
 
 

@@ -10,7 +10,7 @@ import pytest
 from cxr.errors import ConfigError, InputError, IntegrityError
 from cxr.mart.coco import (build_coco, categories, class_counts, class_table, coco_bbox, dataset_card,
                            rendition_key, split_of, subset)
-from cxr.mart.export import tunneled_url, warehouse_address
+from cxr.stores.warehouse import tunneled_url, warehouse_address
 from cxr.mart.filters import MartFilters, select_boxes, select_transactions, to_utc_naive, warehouse_query
 from mart_docs import CLASSES, T0, make_doc
 
@@ -73,7 +73,7 @@ def test_coco_fields_ids_and_boxes():
     im = coco["images"][0]
     assert im["id"] == 10 and im["file_name"] == f"1_{docs[0]['sha256'][:12]}.png"
     assert (im["width"], im["height"]) == (64, 48) and im["date_captured"] == "2024-03-01 09:00:00"
-    assert im["sha256"] == docs[0]["sha256"] and im["image_id"] == 1 and im["split"] in ("train", "val")
+    assert im["sha256"] == docs[0]["sha256"] and im["cxr_image_id"] == 1 and im["split"] in ("train", "val")
     ann = coco["annotations"][0]
     src = docs[0]["transactions"][0]["pred_bbox"][0]
     assert ann["id"] == src["pred_bbox_id"] and ann["image_id"] == 10
@@ -87,7 +87,7 @@ def test_all_transactions_share_one_file_per_image():
     docs = [make_doc(1, n_tx=2), make_doc(2, n_tx=2)]
     b = _build(docs, latest=False)
     assert len(b.coco["images"]) == 4 and len(b.files) == 2
-    assert len({im["split"] for im in b.coco["images"] if im["image_id"] == 1}) == 1
+    assert len({im["split"] for im in b.coco["images"] if im["cxr_image_id"] == 1}) == 1
 
 
 def test_class_filter_restricts_categories_and_unknown_class_is_input_error():
@@ -102,7 +102,7 @@ def test_class_filter_restricts_categories_and_unknown_class_is_input_error():
 def test_skip_empty_drops_transactions_without_boxes():
     docs = [make_doc(1, boxes_per_tx=0), make_doc(2)]
     assert len(_build(docs).coco["images"]) == 2
-    assert [im["image_id"] for im in _build(docs, include_empty=False).coco["images"]] == [2]
+    assert [im["cxr_image_id"] for im in _build(docs, include_empty=False).coco["images"]] == [2]
 
 
 def test_boxes_are_clipped_and_empty_ones_dropped():

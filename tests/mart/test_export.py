@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cxr.errors import IntegrityError
-from cxr.mart.coco import rendition_key
+from cxr.stores.layout import rendition_key
 from cxr.mart.export import DOWNLOAD_LOG, export_mart
 from cxr.mart.filters import MartFilters
 from mart_docs import CLASSES, T0, CountingLake, make_doc, png_bytes, populate, sha_of

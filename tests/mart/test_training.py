@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from cxr.mart.coco import rendition_key
+from cxr.stores.layout import rendition_key
 from cxr.mart.export import export_mart
 from cxr.model.classes import SEED_CLASSES
 from cxr.model.phantoms import generate_phantom, png_bytes
@@ -29,7 +29,7 @@ def phantom_documents(n: int, size: int) -> tuple[list[dict], dict[str, bytes], 
               "model_version": "1", "run_id": "r1", "mode": "upload", "pred_bbox": boxes}
         docs.append({"image_id": i + 1, "sha256": sha, "bucket": "lake", "folder": f"images/{sha[:2]}",
                      "image_file": f"{sha}.png", "width": p.width, "height": p.height, "transactions": [tx],
-                     "first_seen": tx["time"], "updated_at": tx["time"]})
+                     "created_at": tx["time"], "updated_at": tx["time"]})
         phantoms.append(p)
     return docs, objects, phantoms
 

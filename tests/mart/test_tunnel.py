@@ -37,7 +37,7 @@ def _listening(port: int) -> bool:
 @pytest.mark.integration
 def test_export_goes_through_the_tunnel_with_direct_connection(services, ssh_target, warehouse_db, local_lake,
                                                                make_settings, tmp_path, monkeypatch):
-    import cxr.remote
+    import cxr.stores.remote
     import cxr.stores.warehouse
 
     docs = [make_doc(i) for i in range(1, 6)]
@@ -45,7 +45,7 @@ def test_export_goes_through_the_tunnel_with_direct_connection(services, ssh_tar
     env = _ssh_env(services, ssh_target, warehouse_db, local_lake)
     s = make_settings(**{k.removeprefix("CXR_").lower(): v for k, v in env.items()})
     tunnels, urls = [], []
-    real_tunnel, real_connect = cxr.remote.open_tunnel, cxr.stores.warehouse.connect
+    real_tunnel, real_connect = cxr.stores.remote.open_tunnel, cxr.stores.warehouse.connect
 
     def spy_tunnel(target, host, port, **kw):
         tunnels.append((target, host, port))
@@ -55,7 +55,7 @@ def test_export_goes_through_the_tunnel_with_direct_connection(services, ssh_tar
         urls.append(url)
         return real_connect(url, **kw)
 
-    monkeypatch.setattr(cxr.remote, "open_tunnel", spy_tunnel)
+    monkeypatch.setattr(cxr.stores.remote, "open_tunnel", spy_tunnel)
     monkeypatch.setattr(cxr.stores.warehouse, "connect", spy_connect)
     res = export_mart(tmp_path / "out", settings=s, lake=local_lake, classes=CLASSES, progress=False)
     assert res.images == 5 and res.watermark == max(t["transaction_id"] for d in docs for t in d["transactions"])

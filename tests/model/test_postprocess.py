@@ -164,15 +164,16 @@ def test_detections_records():
     assert len(Detections.empty()) == 0 and Detections.empty().records() == []
 
 
-def test_detectron2_mapping_with_plain_arrays():
-    from cxr.model.predict import detectron2_to_detections
+def test_decoded_boxes_filtering_with_plain_arrays():
+    """Boxes a backend decoded itself (the seed's Detectron2 gave these) get the same run-time knobs."""
+    from cxr.model.postprocess import filter_detections
 
-    det = detectron2_to_detections(np.array([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 70]], np.float32),
-                                   np.array([0.9, 0.8, 0.4]), np.array([1, 1, 4]), ["a", "b", "c", "d", "e"],
-                                   score_thr=0.3, nms_thr=0.5)
+    det = filter_detections(np.array([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 70]], np.float32),
+                            np.array([0.9, 0.8, 0.4]), np.array([1, 1, 4]), ["a", "b", "c", "d", "e"],
+                            score_thr=0.3, nms_thr=0.5)
     assert det.class_names == ["b", "e"] and det.scores.tolist() == pytest.approx([0.9, 0.4])
     assert det.boxes.tolist() == [[0, 0, 10, 10], [50, 50, 60, 70]]
-    assert len(detectron2_to_detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0), ["a"])) == 0
+    assert len(filter_detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0), ["a"])) == 0
 
 
 @pytest.mark.parametrize("shape,out", [((512, 512), (192, 192)), ((300, 200), (96, 64)), ((50, 70), (137, 192))])

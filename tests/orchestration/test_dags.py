@@ -94,13 +94,13 @@ def test_backup_before_is_the_logical_date_minus_the_retention_setting(airflow_h
 def test_remote_host_is_chosen_only_when_the_ssh_connection_exists(airflow_home):
     code = (
         "import json, cxr_dag_common as c\n"
-        "cmd = c.remote_notebook_command('warehouse_etl', {'mode': 'incremental', 'batch_size': None, 'x': 5},"
+        "cmd = c.cxr_remote_command('warehouse_etl', {'mode': 'incremental', 'batch_size': None, 'x': 5},"
         " dag_id='d', logical_date='2024-01-01', task='t', workdir='my dir')\n"
         "print(json.dumps({'ssh': c.ssh_configured(), 'cmd': cmd}))\n"
     )
     without = load_json_line(airflow_python(code, env=base_env(airflow_home)).stdout)
     assert without["ssh"] is False
-    assert without["cmd"] == ("cd 'my dir' && .venv/bin/cxr notebook run warehouse_etl -q --dag-id d "
+    assert without["cmd"] == ("cd 'my dir' && .venv/bin/python -m cxr notebook run warehouse_etl -q --dag-id d "
                               "--logical-date 2024-01-01 --task t -p mode incremental -p x 5")
     env = {**base_env(airflow_home), "AIRFLOW_CONN_CXR_SSH": json.dumps({"conn_type": "ssh", "host": "127.0.0.1"})}
     assert load_json_line(airflow_python(code, env=env).stdout)["ssh"] is True

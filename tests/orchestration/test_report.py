@@ -11,7 +11,7 @@ import pytest
 from orch_helpers import REPO, outputs_text, seed_predictions
 
 from cxr import report
-from cxr.runs import RunSummary, run_notebook
+from cxr.stores.runs import RunSummary, run_notebook
 
 
 def _run(task, day, ok=True, duration=2.0, dag="d"):

@@ -9,16 +9,8 @@ import pytest
 from orch_helpers import outputs_text, write_notebook
 
 from cxr.errors import CxrError, InputError
-from cxr.runs import (
-    format_logical_date,
-    html_key,
-    lake_object_uri,
-    parse_record_key,
-    read_run_summaries,
-    record_key,
-    run_notebook,
-    summarize_record,
-)
+from cxr.stores.layout import format_logical_date, html_key, parse_record_key, record_key
+from cxr.stores.runs import lake_object_uri, read_run_summaries, run_notebook, summarize_record
 
 
 @pytest.mark.unit

@@ -46,7 +46,7 @@ def test_document_shape_and_seed_names():
     assert t11["pred_bbox"][0] == {"pred_bbox_id": 2, "class_id": 2, "class_name": "ILD", "score": 0.75,
                                    "box": [1.0, 2.0, 3.5, 4.5]}
     assert t12["pred_bbox"] == []  # a transaction without boxes (LEFT JOIN NULL row) is kept
-    assert doc["first_seen"] == datetime(2024, 1, 1, 7, 0, 0, 999000)  # BSON millisecond precision
+    assert doc["created_at"] == datetime(2024, 1, 1, 7, 0, 0, 999000)  # BSON millisecond precision
     assert doc["updated_at"] == t12["time"]
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from cxr.stores import schema
 from cxr.warehouse import etl
-from cxr.warehouse.state import clear_watermark, get_watermark
+from cxr.stores.watermark import clear_watermark, get_watermark
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def test_new_transactions_merge_into_existing_documents(sqlite_engine, warehouse
     merged = after[h["images"][0]]
     assert merged["transactions"][:2] == before[h["images"][0]]["transactions"]  # old ones untouched, in order
     assert merged["updated_at"] == merged["transactions"][-1]["time"] > before[h["images"][0]]["updated_at"]
-    assert merged["first_seen"] == before[h["images"][0]]["first_seen"]
+    assert merged["created_at"] == before[h["images"][0]]["created_at"]
     assert after[h["images"][1]] == before[h["images"][1]]  # an image with nothing new is not touched
 
 

@@ -14,14 +14,18 @@ import pytest
 from conftest import add_history, stored
 from sqlalchemy import func, select
 
-from cxr.backup.job import run_backup, upload_dir
-from cxr.backup.manifest import Manifest, manifest_key, new_run_id, run_prefix, summarize_table
-from cxr.backup.restore import arrow_schema
+from cxr.backup.job import run_backup
+from cxr.backup.steps import upload_dir
+from cxr.backup.manifest import new_run_id, summarize_table
+from cxr.stores.backup_reader import Manifest
+from cxr.stores.layout import backup_run_prefix as run_prefix
+from cxr.stores.layout import manifest_key
+from cxr.stores.backup_reader import arrow_schema
 from cxr.errors import IntegrityError
 from cxr.stores import schema
 from cxr.stores.queries import joined_rows
 from cxr.warehouse import etl
-from cxr.warehouse.state import get_watermark
+from cxr.stores.watermark import get_watermark
 
 pytestmark = pytest.mark.integration
 

@@ -10,23 +10,25 @@ from pathlib import Path
 import pytest
 from conftest import add_history, stored
 
-from cxr.warehouse.remote_run import papermill_command
-from cxr.warehouse.state import get_watermark
+from cxr.warehouse.remote_run import warehouse_command
+from cxr.stores.watermark import get_watermark
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.unit
-def test_papermill_command_carries_the_parameters():
-    argv = papermill_command(".venv/bin/python", "/tmp/out.ipynb", mode="rebuild", batch_size=250)
-    assert argv[:5] == [".venv/bin/python", "-m", "papermill", "notebooks/warehouse_etl.ipynb", "/tmp/out.ipynb"]
-    assert argv[-6:] == ["-p", "mode", "rebuild", "-p", "batch_size", "250"]
-    assert "-k" in argv and argv[argv.index("-k") + 1] == "cxr"
-    assert "batch_size" not in papermill_command("py", "o", mode="incremental", batch_size=None)
+def test_remote_command_carries_the_parameters(make_settings):
+    s = make_settings(ssh_remote_python=".venv/bin/python", ssh_remote_workdir="my checkout")
+    cmd = warehouse_command(s, mode="rebuild", batch_size=250, dag_id="manual", logical_date="2024-01-01",
+                            output="/tmp/out.ipynb")
+    assert cmd.startswith("cd 'my checkout' && .venv/bin/python -m cxr notebook run warehouse_etl -q ")
+    assert "--output /tmp/out.ipynb" in cmd and cmd.endswith("-p mode rebuild -p batch_size 250")
+    assert "batch_size" not in warehouse_command(s, mode="incremental", batch_size=None, dag_id="d",
+                                                 logical_date="2024-01-01")
     from cxr.errors import InputError
 
     with pytest.raises(InputError):
-        papermill_command("py", "o", mode="full", batch_size=None)
+        warehouse_command(s, mode="full", batch_size=None, dag_id="d", logical_date="2024-01-01")
 
 
 def _remote_checkout(tmp_path: Path, env: dict[str, str]) -> tuple[Path, Path]:

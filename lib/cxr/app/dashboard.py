@@ -15,8 +15,22 @@ import logging
 import time
 import uuid
 
+import ipywidgets as w
+from IPython.display import display
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
 from cxr.app import render
+from cxr.app.history import recent_uploads
+from cxr.config import Settings, get_settings
 from cxr.errors import CxrError
+from cxr.ingest.decode import DecodedUpload, decode_upload
+from cxr.ingest.pipeline import StoredResult, store_prediction
+from cxr.model.postprocess import RawOutput
+from cxr.model.predict import Predictor, load_predictor
+from cxr.stores.db import check_connection
+from cxr.stores.catalog import Stores
+from cxr.stores.lake import Lake
 
 log = logging.getLogger("cxr.app")
 
@@ -26,23 +40,21 @@ ACCEPT = ".png,.jpg,.jpeg,.dcm,.dicom,image/png,image/jpeg,application/dicom"
 class Dashboard:
     """All widgets of the dashboard; ``.widget`` is the root to display."""
 
-    def __init__(self, settings, *, predictor=None, engine=None, lake=None,  # noqa: ANN001
-                 score_thr: float | None = None, nms_thr: float | None = None, history_limit: int = 10,
-                 run_id: str | None = None, startup_error: str | None = None):
-        import ipywidgets as w
-
+    def __init__(self, settings: Settings, *, predictor: Predictor | None = None, engine: Engine | None = None,
+                 lake: Lake | None = None, score_thr: float | None = None, nms_thr: float | None = None,
+                 history_limit: int = 10, run_id: str | None = None, startup_error: str | None = None):
         self.settings = settings
         self.predictor = predictor
         self.engine = engine
         self.lake = lake
         self.history_limit = history_limit
         self.run_id = run_id or f"dashboard-{uuid.uuid4().hex[:12]}"
-        self.upload_state = None  # DecodedUpload of the current image
-        self.raw = None  # RawOutput of the current image (the model ran once)
+        self.upload_state: DecodedUpload | None = None  # the current image
+        self.raw: RawOutput | None = None  # the model's output for it (the model ran once)
         self.base = None  # scaled RGB display image
         self.scale = 1.0
         self.records: list[dict] = []
-        self.last_saved = None
+        self.last_saved: StoredResult | None = None
         classes = tuple(predictor.classes) if predictor is not None else ()
 
         layout = w.Layout
@@ -110,33 +122,27 @@ class Dashboard:
 
     # -- construction from settings -------------------------------------------------------------
     @classmethod
-    def from_settings(cls, settings=None, **kwargs) -> "Dashboard":  # noqa: ANN001
+    def from_settings(cls, settings: Settings | None = None, *, score_thr: float | None = None,
+                      nms_thr: float | None = None, history_limit: int = 10) -> Dashboard:
         """Open the model (once per kernel: ``load_predictor`` caches it), the DB and the lake."""
-        from cxr.config import get_settings
-
+        knobs = {"score_thr": score_thr, "nms_thr": nms_thr, "history_limit": history_limit}
         try:
             settings = settings or get_settings()
         except CxrError as exc:
-            from cxr.config import Settings
-
-            return cls(Settings.model_construct(), startup_error=f"configuration: {exc}", **kwargs)
-        parts: dict = {}
+            return cls(Settings.model_construct(), startup_error=f"configuration: {exc}", **knobs)
+        stores = Stores.open(settings)
+        predictor = engine = lake = None
         try:
-            from cxr.model.predict import load_predictor
-            from cxr.stores.db import check_connection, engine_from_settings
-            from cxr.stores.lake import lake_from_settings
-
-            parts["predictor"] = load_predictor(settings)
-            parts["engine"] = engine_from_settings(settings)
-            check_connection(parts["engine"])
-            parts["lake"] = lake_from_settings(settings)
+            predictor = load_predictor(settings)
+            engine = stores.engine
+            check_connection(engine)
+            lake = stores.lake
         except CxrError as exc:
-            return cls(settings, startup_error=f"cannot start: {exc}", **parts, **kwargs)
-        return cls(settings, **parts, **kwargs)
+            return cls(settings, predictor=predictor, engine=engine, lake=lake, startup_error=f"cannot start: {exc}",
+                       **knobs)
+        return cls(settings, predictor=predictor, engine=engine, lake=lake, **knobs)
 
-    def show(self):  # noqa: ANN201
-        from IPython.display import display
-
+    def show(self) -> Dashboard:
         display(self.widget)
         return self
 
@@ -147,7 +153,7 @@ class Dashboard:
     def enabled_classes(self) -> set[str]:
         return {c for c, t in self.toggles.items() if t.value}
 
-    def _on_upload(self, change) -> None:  # noqa: ANN001
+    def _on_upload(self, change: dict) -> None:
         files = change["new"]
         if not files:
             return
@@ -159,8 +165,6 @@ class Dashboard:
 
     def handle_upload(self, name: str, data: bytes) -> bool:
         """Validate, detect, store and show one upload; False (banner shown, nothing stored) if refused."""
-        from cxr.ingest.decode import decode_upload
-
         self.banner.value = ""
         self.saved.value = ""
         self.warnings.value = ""
@@ -198,7 +202,7 @@ class Dashboard:
         self.timing.value = ""
         self.save.disabled = True
 
-    def _on_filter(self, _change) -> None:  # noqa: ANN001
+    def _on_filter(self, _change: dict) -> None:
         if self.raw is not None:
             self.refilter()
 
@@ -212,19 +216,15 @@ class Dashboard:
         self.save.disabled = False
         return self.records
 
-    def store_current(self):  # noqa: ANN201
+    def store_current(self) -> StoredResult | None:
         """Store the current image with the current thresholds (all classes) as a new transaction."""
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from cxr.ingest.pipeline import store_prediction
-
         if self.upload_state is None:
             return None
         det = self.predictor.postprocess(self.raw, score_thr=self.score.value, nms_thr=self.nms.value)
         try:
             res = store_prediction(self.engine, self.lake, self.upload_state, det, score_thr=self.score.value,
                                    nms_thr=self.nms.value, model_version=self.predictor.model_version,
-                                   run_id=self.run_id, original_name=self.upload_state.name)
+                                   run_id=self.run_id)
         except (CxrError, SQLAlchemyError, OSError) as exc:
             self.show_error(f"the prediction is shown but could not be saved ({type(exc).__name__}).",
                             title="Not saved", nothing_stored=False)
@@ -237,10 +237,6 @@ class Dashboard:
         return res
 
     def refresh_history(self) -> None:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from cxr.app.history import recent_uploads
-
         if self.engine is None:
             return
         try:

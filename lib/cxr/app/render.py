@@ -10,6 +10,10 @@ import html
 import io
 
 import numpy as np
+from markdown_it import MarkdownIt
+from PIL import Image, ImageDraw
+
+from cxr.model.pixels import to_uint8
 
 #: One colour per class index (cycled), readable on a greyscale radiograph.
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -23,12 +27,8 @@ def colour(class_id: int) -> tuple[int, int, int]:
     return PALETTE[int(class_id) % len(PALETTE)]
 
 
-def display_image(array: np.ndarray, max_side: int = DISPLAY_MAX):  # noqa: ANN201 - PIL.Image
+def display_image(array: np.ndarray, max_side: int = DISPLAY_MAX) -> tuple[Image.Image, float]:
     """A [0, 1] array as an RGB Pillow image no larger than ``max_side``; returns (image, scale)."""
-    from PIL import Image
-
-    from cxr.ingest.decode import to_uint8
-
     im = Image.fromarray(to_uint8(array), "L")
     scale = min(1.0, max_side / max(im.size))
     if scale < 1.0:
@@ -36,16 +36,14 @@ def display_image(array: np.ndarray, max_side: int = DISPLAY_MAX):  # noqa: ANN2
     return im.convert("RGB"), scale
 
 
-def png(im) -> bytes:  # noqa: ANN001
+def png(im: Image.Image) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
-def annotate(base, records: list[dict], scale: float) -> bytes:  # noqa: ANN001 - PIL.Image
+def annotate(base: Image.Image, records: list[dict], scale: float) -> bytes:
     """Draw ``records`` (original-pixel boxes) on a copy of ``base`` (already scaled by ``scale``)."""
-    from PIL import ImageDraw
-
     im = base.copy()
     draw = ImageDraw.Draw(im)
     width = max(2, round(max(im.size) / 300))
@@ -107,7 +105,5 @@ def saved_html(transaction_id: int, image_id: int, created_image: bool, score_th
 
 def card_html(markdown: str) -> str:
     """The model card (Markdown, raw HTML disabled) as HTML, under the synthetic-data note."""
-    from markdown_it import MarkdownIt
-
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
     return f'<div class="cxr-card"><p><b>{NOTE}</b></p>{body}</div>'

@@ -2,13 +2,15 @@
 
 - :mod:`cxr.backup.transforms`: pure PySpark DataFrame functions (join, types, partition columns,
   checksums). No store is opened there.
-- :mod:`cxr.backup.manifest`: the run manifest and the engine-independent id checksum.
-- :mod:`cxr.backup.restore`: read the parquet back with pyarrow (no Spark), for restores and the
-  warehouse rebuild.
-- :mod:`cxr.backup.job`: the job that wires them to the stores: extract over JDBC (or a Glue
-  connection), write, verify, purge.
+- :mod:`cxr.backup.manifest`: the summary a manifest records and the engine-independent id checksum.
+- :mod:`cxr.backup.spark`: the local SparkSession and the partitioned JDBC reader.
+- :mod:`cxr.backup.steps`: plan, extract, write, verify; :mod:`cxr.backup.purge`: the guarded purge;
+  :mod:`cxr.backup.glue`: the same job started on AWS Glue.
+- :mod:`cxr.backup.job`: :func:`~cxr.backup.job.run_backup`, the sequence of those steps.
 
-Lake layout (per run, atomic): ``backup/<layout>/run=<run_id>/<partitions>/part-*.parquet``, then
-``backup/manifests/<run_id>.json``, then ``backup/<layout>/run=<run_id>/_SUCCESS``. A run without
+The lake layout (:mod:`cxr.stores.layout`) and the reader of the parquet
+(:mod:`cxr.stores.backup_reader`) live with the stores: the warehouse rebuild, ``cxr lake gc`` and
+the report read backups too. Per run, atomically: ``backup/<layout>/run=<run_id>/<partitions>/part-*.parquet``,
+then ``backup/manifests/<run_id>.json``, then ``backup/<layout>/run=<run_id>/_SUCCESS``. A run without
 ``_SUCCESS`` is invisible to readers. After the purge, ``backup/manifests/<run_id>.purged.json``.
 """

@@ -8,13 +8,18 @@ and writes the result. The output rows are exactly :data:`cxr.stores.queries.JOI
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from sqlalchemy import BigInteger, DateTime, Float, Integer, Table
+from sqlalchemy import BigInteger, Column, DateTime, Float, Integer, Table
 
-from cxr.backup.manifest import CHECKSUM_PRIME, LAYOUTS
+from cxr.backup.manifest import CHECKSUM_PRIME
+from cxr.stores.layout import BACKUP_LAYOUTS, BackupLayout
 from cxr.stores.queries import BOX_COLUMNS, IMAGE_COLUMNS, JOINED_COLUMNS, TRANSACTION_COLUMNS
 
 #: Order of rows inside every written file: one image's rows are contiguous, so a lookup by
@@ -22,7 +27,7 @@ from cxr.stores.queries import BOX_COLUMNS, IMAGE_COLUMNS, JOINED_COLUMNS, TRANS
 SORT_COLUMNS = ("image_id", "transaction_id", "pred_bbox_id")
 
 
-def spark_type(column) -> str:  # noqa: ANN001 - sqlalchemy Column
+def spark_type(column: Column) -> str:
     """Canonical Spark SQL type of a schema column (the parquet type of the backup)."""
     t = column.type
     if isinstance(t, BigInteger):
@@ -70,13 +75,11 @@ def keep_transactions(transactions: DataFrame, ids: DataFrame) -> DataFrame:
     return transactions.join(F.broadcast(ids.select("transaction_id")), on="transaction_id", how="left_semi")
 
 
-def id_frame(spark: SparkSession, ids) -> DataFrame:  # noqa: ANN001 - sequence/array of ints
-    import pandas as pd
-
+def id_frame(spark: SparkSession, ids: Sequence[int] | np.ndarray) -> DataFrame:
     return spark.createDataFrame(pd.DataFrame({"transaction_id": pd.array(ids, dtype="int64")}))
 
 
-def with_partition_columns(df: DataFrame, layout: str) -> DataFrame:
+def with_partition_columns(df: DataFrame, layout: BackupLayout) -> DataFrame:
     """Add the layout's partition columns, derived from the transaction's (UTC) time.
 
     ``month``: year, month. ``week``: ISO year, ISO week (the year of the week's Thursday).
@@ -89,21 +92,21 @@ def with_partition_columns(df: DataFrame, layout: str) -> DataFrame:
         return df.withColumn("year", F.year(thursday)).withColumn("week", F.weekofyear("time"))
     if layout == "image_id":
         return df
-    raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(BACKUP_LAYOUTS)}")
 
 
-def for_write(df: DataFrame, layout: str) -> DataFrame:
+def for_write(df: DataFrame, layout: BackupLayout) -> DataFrame:
     """Rows arranged for the writer: all rows of a partition in one task, sorted by ``image_id``.
 
     Each partition directory then gets one file (or a few, with ``maxRecordsPerFile``), each
     sorted by ``SORT_COLUMNS``.
     """
-    parts = LAYOUTS[layout]
+    parts = BACKUP_LAYOUTS[layout]
     out = with_partition_columns(df, layout)
     return out.repartition(*parts).sortWithinPartitions(*parts, *SORT_COLUMNS)
 
 
-def _mod(col: str):  # noqa: ANN202
+def _mod(col: str) -> SparkColumn:
     return F.pmod(F.col(col), F.lit(CHECKSUM_PRIME))
 
 
@@ -131,9 +134,9 @@ def summarize(df: DataFrame) -> dict[str, Any]:
     }
 
 
-def partition_counts(df: DataFrame, layout: str) -> list[dict[str, Any]]:
+def partition_counts(df: DataFrame, layout: BackupLayout) -> list[dict[str, Any]]:
     """Rows per partition of the layout (for the manifest and the notebook's report)."""
-    parts = list(LAYOUTS[layout])
+    parts = list(BACKUP_LAYOUTS[layout])
     if layout == "image_id":  # one partition per image: report the count only, not 100k rows
         n = df.select("image_id").distinct().count()
         return [{"partitions": n, "rows": df.count()}]

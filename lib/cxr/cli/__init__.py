@@ -1,13 +1,14 @@
 """The ``cxr`` command: one typer app, one module per concept under ``cxr.cli``.
 
-Each module defines ``register(root)`` and adds its commands; heavy imports stay
-inside the command functions so ``cxr --help`` is instant and the serving path never
-imports torch. Expected failures (:class:`cxr.errors.CxrError`) print one line and exit
+Each module defines ``register(root)`` and adds its commands. Imports of the stages and
+stores stay inside the command functions: that is the CLI's start-up time (``cxr --help``
+would otherwise import pandas, Spark and pydicom), and it keeps torch off the serving path. Expected failures (:class:`cxr.errors.CxrError`) print one line and exit
 with their code; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -41,16 +42,9 @@ _MODULES = (
 
 
 def _register_all() -> None:
-    import importlib
-
+    """Register every command module; a module that fails to import is an error, never a silent gap."""
     for name in _MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a stage not built yet
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(name).register(app)
 
 
 _register_all()

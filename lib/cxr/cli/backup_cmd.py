@@ -53,13 +53,11 @@ def restore(
     """Read the backed-up rows of IMAGE_ID... back from the lake (pyarrow; no Spark)."""
     from pathlib import Path
 
-    from cxr.backup.restore import read_backup
-    from cxr.config import get_settings
     from cxr.errors import InputError
+    from cxr.stores.backup_reader import read_backup
     from cxr.stores.lake import lake_from_settings
 
-    settings = get_settings()
-    frame = read_backup(lake_from_settings(settings), settings, image_ids=image_ids)
+    frame = read_backup(lake_from_settings(), image_ids=image_ids)
     missing = sorted(set(image_ids) - {int(i) for i in frame["image_id"]})
     if out:
         path = Path(out)
@@ -81,7 +79,7 @@ def restore(
 @backup.command("runs")
 def runs() -> None:
     """List the backup runs in the lake: committed or incomplete, purged or pending."""
-    from cxr.backup.restore import list_manifests
+    from cxr.stores.backup_reader import list_manifests
     from cxr.stores.lake import lake_from_settings
 
     manifests, success, purged = list_manifests(lake_from_settings())

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxr.config import Settings
+
 REPO = Path(__file__).resolve().parents[3]
 NOTEBOOK = REPO / "notebooks" / "dashboard.ipynb"
 MIN_WS_MESSAGE = 64 * 1024 * 1024
@@ -29,7 +31,7 @@ def voila_command(notebook: Path, *, host: str, port: int, max_upload_bytes: int
     ]
 
 
-def voila_env(settings) -> dict[str, str]:  # noqa: ANN001
+def voila_env(settings: Settings) -> dict[str, str]:
     """The environment for Voila and its kernels: absolute paths, since kernels run in notebooks/."""
     import os
 

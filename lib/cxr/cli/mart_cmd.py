@@ -50,8 +50,9 @@ def mart_tunnel(
 ) -> None:
     """Hold an SSH tunnel (CXR_SSH_*, host key verified) to the warehouse open until stopped.
 
-    Used by scripts/batch_load_mart.sh: it starts this in the background, exports the URL as
-    CXR_WAREHOUSE_URL for the notebook, and stops it on exit.
+    For tools of your own (mongosh, a notebook) that need the warehouse on premises: the tunneled
+    mongodb:// URL (with directConnection=true) is written to --url-file. `cxr mart` and
+    scripts/batch_load_mart.sh open the same tunnel themselves when CXR_SSH_HOST is set.
     """
     import os
     import signal
@@ -60,7 +61,7 @@ def mart_tunnel(
 
     from cxr.config import get_settings
     from cxr.errors import ConfigError
-    from cxr.mart.export import warehouse_tunnel
+    from cxr.stores.warehouse import warehouse_tunnel
 
     s = get_settings()
     if not s.ssh_host:

@@ -100,7 +100,7 @@ def eval_cmd(
     n: int = typer.Option(200, help="Number of held-out phantoms."),
     size: int = typer.Option(512, help="Phantom size."),
     model_dir: Optional[Path] = typer.Option(None, help="A model folder (default: the registry's CXR_MODEL_NAME/VERSION)."),
-    backend: Optional[str] = typer.Option(None, help="onnx, torch or detectron2 (default: CXR_PREDICTOR_BACKEND)."),
+    backend: Optional[str] = typer.Option(None, help="onnx or torch (default: CXR_PREDICTOR_BACKEND)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """COCO mAP@0.5, mAP@[.5:.95], AP per class and sensitivity at 1 FP/image (pycocotools)."""
@@ -128,37 +128,31 @@ def export_cmd(
     out: Optional[Path] = typer.Option(None, help="Write model.onnx here instead of replacing the folder's."),
 ) -> None:
     """Re-export a model's ONNX from its torch weights with another weight storage (metadata updated)."""
-    import torch
+    import torch  # the `train` extra
 
     from cxr.errors import InputError
-    from cxr.model.export import build_metadata, compress_weights, export_onnx, write_metadata
-    from cxr.model.net import RawRetinaNet, build_retinanet
+    from cxr.model.export import finish, write_onnx
+    from cxr.model.net import build_retinanet
     from cxr.model.registry import read_metadata
 
     if weights not in ("fp32", "fp16", "int8"):
         raise InputError(f"--weights must be fp32, fp16 or int8, got {weights!r}")
     meta = read_metadata(model_dir)
-    pt = model_dir / (meta.get("torch") or {}).get("file", "model.pt")
+    pt = model_dir / (meta.torch.file if meta.torch is not None else "model.pt")
     if not pt.is_file():
         raise InputError(f"{pt}: no torch weights to export from")
-    net = build_retinanet(meta["arch"], len(meta["classes"]))
+    net = build_retinanet(meta.arch, len(meta.classes))
     try:
         net.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))
     except Exception as exc:
         raise InputError(f"{pt}: weights do not fit the metadata's architecture ({str(exc).splitlines()[0][:120]})") from None
     target_dir = out or model_dir
     target_dir.mkdir(parents=True, exist_ok=True)
-    tmp = export_onnx(RawRetinaNet(net.eval()), int(meta["arch"]["input_size"]), target_dir / "model.tmp.onnx")
+    onnx_path = write_onnx(net.eval(), meta.arch, target_dir / "model.tmp.onnx", weights)  # type: ignore[arg-type]
+    finish(target_dir, onnx_path, name=meta.name, version=meta.version, classes=meta.classes, arch=meta.arch,
+           storage=weights, torch_path=pt if target_dir == model_dir else None,  # type: ignore[arg-type]
+           training=meta.training, metrics=meta.metrics)
     final = target_dir / "model.onnx"
-    if weights == "fp32":
-        tmp.replace(final)
-    else:
-        compress_weights(tmp, final, weights)
-        tmp.unlink()
-    new = build_metadata(name=meta["name"], version=meta["version"], classes=meta["classes"], arch=meta["arch"],
-                         onnx_path=final, weights_storage=weights, torch_path=pt if target_dir == model_dir else None,
-                         training=meta.get("training", {}), metrics=meta.get("metrics"))
-    write_metadata(target_dir, new)
     typer.echo(f"{final}: {weights} weights, {final.stat().st_size / 1e6:.1f} MB (re-run `cxr model eval` to check mAP)")
 
 
@@ -173,10 +167,9 @@ def list_cmd() -> None:
         typer.echo(f"no models in {s.models_dir} (train one: cxr model train --recipe demo)")
     for name, version in rows:
         meta = read_metadata(s.models_dir / name / version)
-        m = meta.get("metrics") or {}
-        synth = " [synthetic training data, not for clinical use]" if meta.get("synthetic_training_data", True) else ""
-        typer.echo(f"{name} {version}: {len(meta['classes'])} classes, {meta.get('onnx', {}).get('weights', '?')} "
-                   f"weights, mAP@0.5 {m.get('map50', float('nan')):.3f}{synth}")
+        synth = " [synthetic training data, not for clinical use]" if meta.synthetic_training_data else ""
+        typer.echo(f"{name} {version}: {len(meta.classes)} classes, {meta.onnx.weights} "
+                   f"weights, mAP@0.5 {meta.metrics.get('map50', float('nan')):.3f}{synth}")
 
 
 @model.command("card")

@@ -25,7 +25,7 @@ def _notebooks_dir(value: Path | None) -> Path:
 
 def parse_parameters(args: list[str]) -> dict:
     """``-p KEY VALUE`` pairs (repeatable) from the extra arguments; anything else is an error."""
-    from cxr.runs import coerce_parameter
+    from cxr.stores.runs import coerce_parameter
 
     out: dict = {}
     i = 0
@@ -54,6 +54,7 @@ def run(
     timeout: int = typer.Option(0, "--timeout", min=0, help="Seconds one cell may run (0: no limit)."),
     report_mode: bool = typer.Option(False, "--report-mode", help="Hide code cells in the record, as Airflow's operator does."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    output: Path = typer.Option(None, "--output", help="Also save the executed notebook here (besides the record in the lake)."),
 ) -> None:
     """Run notebooks/NAME.ipynb on the `cxr` kernel with parameters `-p KEY VALUE` (repeatable).
 
@@ -66,8 +67,8 @@ def run(
 
     from cxr.config import get_settings
     from cxr.errors import CxrError
-    from cxr.runs import run_notebook
     from cxr.stores.lake import lake_from_settings
+    from cxr.stores.runs import run_notebook
 
     parameters = parse_parameters(list(ctx.args))
     settings = get_settings()
@@ -76,7 +77,7 @@ def run(
         name, parameters, lake=lake, dag_id=dag_id,
         logical_date=logical_date or datetime.now(timezone.utc).replace(microsecond=0),
         task=task or name, notebooks_dir=_notebooks_dir(notebooks_dir), cwd=Path.cwd(),
-        report_mode=report_mode, progress=not quiet and _isatty(), execution_timeout=timeout or None,
+        report_mode=report_mode, progress=not quiet and _isatty(), execution_timeout=timeout or None, output=output,
     )
     typer.echo(f"record: {record.uri}")
     typer.echo(f"html:   {lake.uri(record.html_key)}")
@@ -98,14 +99,14 @@ def list_(
 ) -> None:
     """List the notebooks and their parameters (or, with --records, the run records in the lake)."""
     if records:
-        from cxr.runs import read_run_summaries
         from cxr.stores.lake import lake_from_settings
+        from cxr.stores.runs import read_run_summaries
 
         for s in read_run_summaries(lake_from_settings()):
             took = f"{s.duration_s:8.1f} s" if s.duration_s is not None else "       - "
             typer.echo(f"{'ok    ' if s.ok else 'FAILED'} {took}  {s.key}")
         return
-    from cxr.runs import list_notebooks, notebook_parameters
+    from cxr.stores.runs import list_notebooks, notebook_parameters
 
     folder = _notebooks_dir(notebooks_dir)
     names = list_notebooks(folder)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import typer
+
+from cxr.errors import ConfigError
 
 services = typer.Typer(
     help="Local servers on loopback standing in for AWS: MariaDB (RDS), moto S3, SecantusDB (DocumentDB), "
@@ -11,11 +15,20 @@ services = typer.Typer(
 )
 
 
+def _harness() -> ModuleType:
+    """The development harness (``cxr.devtools``), which a wheel install leaves out."""
+    try:
+        from cxr.devtools import services as svc
+    except ModuleNotFoundError:
+        raise ConfigError("`cxr services` is a development command: it needs a source checkout "
+                          "(`make setup`), not the installed wheel") from None
+    return svc
+
+
 @services.command("up")
 def up() -> None:
     """Start the servers that are not running (idempotent) and write <data_dir>/services/services.env."""
-    from cxr import services as svc
-
+    svc = _harness()
     svc.up(echo=typer.echo)
     typer.echo(f"env: {svc.env_file()}")
     typer.echo(f"use: set -a; . {svc.env_file()}; set +a")
@@ -24,8 +37,7 @@ def up() -> None:
 @services.command("down")
 def down() -> None:
     """Stop the servers `cxr services up` started (by their recorded PIDs)."""
-    from cxr import services as svc
-
+    svc = _harness()
     stopped = svc.down()
     typer.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
 
@@ -33,8 +45,7 @@ def down() -> None:
 @services.command("status")
 def status(check: bool = typer.Option(False, "--check", help="Exit with status 1 unless every server is up.")) -> None:
     """List each server as up or down with its address and PID."""
-    from cxr import services as svc
-
+    svc = _harness()
     states = svc.status()
     for st in states:
         typer.echo(f"{st.name:<10} {'up' if st.up else 'down':<5} {st.address:<16} {st.detail}")
@@ -61,7 +72,7 @@ def check() -> None:
     database = database_from_settings(s)
     typer.echo(f"warehouse: ok database {database.name!r}")
     if s.ssh_host:
-        from cxr.remote import SSHTarget, run_remote
+        from cxr.stores.remote import SSHTarget, run_remote
 
         target = SSHTarget.from_settings(s)
         run_remote(target, "true", check=True)

@@ -13,8 +13,8 @@ def warehouse(
     batch_size: int = typer.Option(None, "--batch-size", min=1, max=100_000,
                                    help="Documents per bulk_write (default: CXR_WAREHOUSE_BATCH_SIZE)."),
     via_ssh: str = typer.Option(None, "--via-ssh", metavar="USER@HOST[:PORT]",
-                                help="Run notebooks/warehouse_etl.ipynb with papermill on this host instead, in its "
-                                "checkout CXR_SSH_REMOTE_WORKDIR with CXR_SSH_REMOTE_PYTHON; the host key must be in "
+                                help="Run notebooks/warehouse_etl.ipynb on this host instead (`cxr notebook run` in its "
+                                "checkout CXR_SSH_REMOTE_WORKDIR with CXR_SSH_REMOTE_PYTHON); the host key must be in "
                                 "CXR_SSH_KNOWN_HOSTS, the key is CXR_SSH_KEY_FILE. The executed notebook comes back "
                                 "as the run record in the lake (runs/manual/<time>/warehouse_etl.ipynb)."),
     remote_env_file: str = typer.Option(None, "--remote-env-file", help="With --via-ssh: the settings file the "
@@ -53,9 +53,10 @@ def warehouse(
         from cxr.errors import InputError
 
         raise InputError("--remote-env-file and --output only apply with --via-ssh")
+    from cxr.stores.catalog import Stores
     from cxr.warehouse.etl import run
 
-    report = run(mode, settings, batch_size=batch_size, progress=progress)
+    report = run(mode, stores=Stores.open(settings), batch_size=batch_size, progress=progress)
     for line in report.lines():
         typer.echo(line)
 

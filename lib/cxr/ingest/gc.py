@@ -17,12 +17,12 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import Engine, select
 
 from cxr.errors import InputError
+from cxr.stores import backup_reader, layout
+from cxr.stores.lake import Lake
 from cxr.stores.schema import image
 
 log = logging.getLogger("cxr.ingest.gc")
 
-SWEPT_PREFIXES = ("images/", "renditions/")
-_KEY = re.compile(r"^(images|renditions)/([0-9a-f]{2})/([0-9a-f]{64})\.[a-z0-9]+$")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 CHUNK = 500
@@ -44,7 +44,7 @@ class GcReport:
     deleted: list[str] = field(default_factory=list)
     dry_run: bool = False
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {"scanned": self.scanned, "old_enough": self.old_enough, "referenced": self.referenced,
                 "deleted": len(self.deleted), "dry_run": self.dry_run, "keys": self.deleted}
 
@@ -60,34 +60,30 @@ def referenced_shas(engine: Engine, shas: set[str]) -> set[str]:
     return found
 
 
-def backup_shas(lake, settings=None) -> set[str]:  # noqa: ANN001
+def backup_shas(lake: Lake) -> set[str]:
     """sha256 values kept in the stage-3 backup (whose purge may have removed their rows)."""
-    try:
-        from cxr.backup.restore import read_backup
-    except ImportError:  # the backup stage is not installed
-        return set()
-    frame = read_backup(lake, settings)
+    frame = backup_reader.read_backup(lake)
     return {str(s) for s in frame["sha256"].dropna().unique()}
 
 
-def sweep(engine: Engine, lake, older_than: timedelta, *, settings=None, dry_run: bool = False,  # noqa: ANN001
+def sweep(engine: Engine, lake: Lake, older_than: timedelta, *, dry_run: bool = False,
           now: datetime | None = None) -> GcReport:
     """Delete (or with ``dry_run`` only list) unreferenced image/rendition objects older than ``older_than``."""
     now = now or datetime.now(timezone.utc)
     cutoff = now - older_than
     report = GcReport(dry_run=dry_run)
     candidates: dict[str, list[str]] = {}
-    for prefix in SWEPT_PREFIXES:
+    for prefix in layout.CONTENT_PREFIXES:
         for info in lake.list(prefix):
             report.scanned += 1
-            m = _KEY.match(info.key)
-            if not m or _aware(info.last_modified) >= cutoff:
+            sha = layout.content_sha256(info.key)
+            if sha is None or _aware(info.last_modified) >= cutoff:
                 continue
             report.old_enough += 1
-            candidates.setdefault(m.group(3), []).append(info.key)
+            candidates.setdefault(sha, []).append(info.key)
     if not candidates:
         return report
-    keep = referenced_shas(engine, set(candidates)) | (backup_shas(lake, settings) & set(candidates))
+    keep = referenced_shas(engine, set(candidates)) | (backup_shas(lake) & set(candidates))
     for sha, keys in sorted(candidates.items()):
         if sha in keep:
             report.referenced += len(keys)

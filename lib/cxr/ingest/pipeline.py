@@ -28,11 +28,20 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from tqdm import tqdm
 
+from cxr.config import Settings
 from cxr.errors import InputError
+from cxr.ingest import names
 from cxr.ingest.decode import DecodedUpload, decode_upload
+from cxr.model.postprocess import Detections, RawOutput
+from cxr.model.predict import Predictor, load_predictor
+from cxr.stores import layout
+from cxr.stores.catalog import Stores
+from cxr.stores.lake import Lake
 from cxr.stores.schema import image, pred_bounding_box, transaction
 
 log = logging.getLogger("cxr.ingest")
@@ -65,21 +74,26 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def store_prediction(engine: Engine, lake, upload: DecodedUpload, detections, *,  # noqa: ANN001
+def store_prediction(engine: Engine, lake: Lake, upload: DecodedUpload, detections: Detections | None, *,
                      score_thr: float, nms_thr: float, model_version: str, run_id: str,
                      original_name: str | None = None, resume: bool = False) -> StoredResult:
-    """Put the upload's objects in the lake, then record image + transaction + boxes in one DB transaction."""
+    """Put the upload's objects in the lake, then record image + transaction + boxes in one DB transaction.
+
+    The stored name is the upload's masked name (``decode_upload`` removed the identifiers);
+    an ``original_name`` given instead is masked the same way (digit runs).
+    """
     sha = upload.sha256
     checkpoint("put_image")
     lake.put(upload.image_key, upload.stored_bytes, content_type=upload.content_type)
     checkpoint("put_rendition")
     lake.put(upload.rendition_key, upload.rendition_png, content_type="image/png")
     boxes = detections.records() if detections is not None else []
-    name = original_name if original_name is not None else (upload.name or None)
+    name = names.mask_name(original_name) if original_name is not None else (upload.name or None)
+    folder, image_file = layout.split_key(upload.image_key)
     image_row = {
         "bucket": lake.bucket,
-        "folder": upload.image_key.rsplit("/", 1)[0],
-        "image_file": upload.image_key.rsplit("/", 1)[1],
+        "folder": folder,
+        "image_file": image_file,
         "sha256": sha,
         "width": int(upload.width),
         "height": int(upload.height),
@@ -112,34 +126,33 @@ def _retryable(exc: DBAPIError) -> bool:
     return "database is locked" in str(orig or exc)
 
 
-def _record(engine: Engine, image_row: dict, boxes: list[dict], *, score_thr: float, nms_thr: float,
+def _insert_image(conn: Connection, image_row: dict[str, object]) -> tuple[int, bool]:
+    """(image_id, created): the row with this sha256, inserted unless it exists (race-safe)."""
+    by_sha = select(image.c.image_id).where(image.c.sha256 == image_row["sha256"])
+    image_id = conn.execute(by_sha).scalar()
+    if image_id is not None:
+        return int(image_id), False
+    if conn.dialect.name == "sqlite":
+        # pysqlite's SAVEPOINT would commit the outer transaction on RELEASE; SQLite has
+        # ON CONFLICT instead (and serializes writers anyway).
+        done = conn.execute(sqlite_insert(image).values(**image_row, created_at=utcnow())
+                            .on_conflict_do_nothing(index_elements=["sha256"]))
+        return int(conn.execute(by_sha).scalar_one()), done.rowcount == 1
+    try:
+        with conn.begin_nested():  # a SAVEPOINT: a duplicate key undoes only this insert
+            return int(conn.execute(insert(image).values(**image_row, created_at=utcnow())).inserted_primary_key[0]), True
+    except IntegrityError:
+        # Another ingester stored the same bytes first: use its row (a locking read sees the
+        # latest committed row, not this transaction's snapshot).
+        return int(conn.execute(by_sha.with_for_update(read=True)).scalar_one()), False
+
+
+def _record(engine: Engine, image_row: dict[str, object], boxes: list[dict], *, score_thr: float, nms_thr: float,
             model_version: str, run_id: str, resume: bool) -> tuple[int, int, bool, bool]:
     checkpoint("begin")
     with engine.begin() as conn:
         checkpoint("insert_image")
-        created = False
-        image_id = conn.execute(select(image.c.image_id).where(image.c.sha256 == image_row["sha256"])).scalar()
-        if image_id is None and conn.dialect.name == "sqlite":
-            # pysqlite's SAVEPOINT would commit the outer transaction on RELEASE; SQLite has
-            # ON CONFLICT instead (and serializes writers anyway).
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            done = conn.execute(sqlite_insert(image).values(**image_row, created_at=utcnow())
-                                .on_conflict_do_nothing(index_elements=["sha256"]))
-            created = done.rowcount == 1
-            image_id = conn.execute(select(image.c.image_id).where(image.c.sha256 == image_row["sha256"])).scalar_one()
-        elif image_id is None:
-            now = utcnow()
-            try:
-                with conn.begin_nested():  # a SAVEPOINT: a duplicate key undoes only this insert
-                    image_id = conn.execute(insert(image).values(**image_row, created_at=now)).inserted_primary_key[0]
-                created = True
-            except IntegrityError:
-                # Another ingester stored the same bytes first: use its row (a locking read sees
-                # the latest committed row, not this transaction's snapshot).
-                image_id = conn.execute(
-                    select(image.c.image_id).where(image.c.sha256 == image_row["sha256"]).with_for_update(read=True)
-                ).scalar_one()
+        image_id, created = _insert_image(conn, image_row)
         if resume:
             done = conn.execute(
                 select(transaction.c.transaction_id)
@@ -190,7 +203,7 @@ class IngestSummary:
     def ok(self) -> bool:
         return not self.rejected
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["n_stored"] = len(self.stored)
         d["n_rejected"] = len(self.rejected)
@@ -213,7 +226,7 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def read_upload(path: Path, settings) -> tuple[str, bytes]:  # noqa: ANN001
+def read_upload(path: Path, settings: Settings) -> tuple[str, bytes]:
     """The file's name and bytes; refuses missing and oversized files without reading them."""
     try:
         size = path.stat().st_size
@@ -231,76 +244,76 @@ def read_upload(path: Path, settings) -> tuple[str, bytes]:  # noqa: ANN001
         raise InputError(f"cannot read: {exc.strerror}") from None
 
 
-def iter_predictions(paths: list[Path], settings, predictor, *, score_thr: float, nms_thr: float  # noqa: ANN001
-                     ) -> Iterator[tuple[Path, DecodedUpload | None, object, float, str | None]]:
-    """(path, upload, detections, inference seconds, rejection reason) per file."""
+@dataclass
+class Prediction:
+    """One file's way through decode and detection: an upload with its detections, or the reason it was refused."""
+
+    path: Path
+    display_path: str  # ``path`` with identifiers removed and digit runs masked: what is logged and shown
+    upload: DecodedUpload | None = None
+    detections: Detections | None = None
+    raw: RawOutput | None = None
+    inference_s: float = 0.0
+    reason: str | None = None
+
+
+def iter_predictions(paths: Iterable[Path], settings: Settings, predictor: Predictor, *, score_thr: float,
+                     nms_thr: float) -> Iterator[Prediction]:
+    """Decode, validate and detect each file (the model runs once per file); refusals carry their reason."""
     for path in paths:
         try:
             name, data = read_upload(path, settings)
             upload = decode_upload(name, data, settings)
         except InputError as exc:
-            yield path, None, None, 0.0, str(exc)
+            yield Prediction(path, names.mask_path(path), reason=str(exc))
             continue
         t0 = time.perf_counter()
         raw = predictor.infer(upload.array)
         seconds = time.perf_counter() - t0
         detections = predictor.postprocess(raw, score_thr=score_thr, nms_thr=nms_thr)
-        yield path, upload, detections, seconds, None
+        shown = names.mask_path(path.with_name(upload.name))
+        yield Prediction(path, shown, upload, detections, raw, seconds)
 
 
-def ingest_files(paths: Iterable[str | Path], settings=None, *, score_thr: float | None = None,  # noqa: ANN001
-                 nms_thr: float | None = None, run_id: str | None = None, predictor=None, engine=None,
-                 lake=None, progress: bool | None = None,
+def ingest_files(paths: Iterable[str | Path], settings: Settings | None = None, *, score_thr: float | None = None,
+                 nms_thr: float | None = None, run_id: str | None = None, predictor: Predictor | None = None,
+                 stores: Stores | None = None, engine: Engine | None = None, lake: Lake | None = None,
+                 progress: bool | None = None,
                  on_reject: Callable[[Rejected], None] | None = None) -> IngestSummary:
     """Stage 2 for a batch: decode, detect and store every file; collect the rejected ones.
 
     A file that is not a usable image is rejected with its reason and the batch goes on;
     a store that fails (DB or lake down) stops the batch with its error. Passing the
     ``run_id`` of an interrupted batch resumes it without adding duplicate transactions.
+    ``stores`` (or ``engine``/``lake`` handed in) default to the stores the settings name.
     """
-    from tqdm import tqdm
-
-    from cxr.config import get_settings
-
-    settings = settings or get_settings()
+    stores = stores or Stores.open(settings, engine=engine, lake=lake)
+    settings = stores.settings
     score_thr = settings.score_thr if score_thr is None else score_thr
     nms_thr = settings.nms_thr if nms_thr is None else nms_thr
     resume = run_id is not None
     run_id = run_id or f"ingest-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    if predictor is None:
-        from cxr.model.predict import load_predictor
-
-        predictor = load_predictor(settings)
-    if engine is None:
-        from cxr.stores.db import engine_from_settings
-
-        engine = engine_from_settings(settings)
-    if lake is None:
-        from cxr.stores.lake import lake_from_settings
-
-        lake = lake_from_settings(settings)
+    predictor = predictor or load_predictor(settings)
     files = expand_paths(paths)
     summary = IngestSummary(run_id=run_id, model_version=str(predictor.model_version),
                             score_thr=float(score_thr), nms_thr=float(nms_thr))
     t0 = time.perf_counter()
     bar = tqdm(total=len(files), unit="img", desc="ingest", disable=None if progress is None else not progress)
     try:
-        for path, upload, detections, seconds, reason in iter_predictions(files, settings, predictor,
-                                                                          score_thr=score_thr, nms_thr=nms_thr):
+        for p in iter_predictions(files, settings, predictor, score_thr=score_thr, nms_thr=nms_thr):
             bar.update(1)
-            if reason is not None:
-                rej = Rejected(str(path), reason)
+            if p.upload is None:
+                rej = Rejected(p.display_path, p.reason or "refused")
                 summary.rejected.append(rej)
                 if on_reject:
                     with tqdm.external_write_mode():  # the line goes above the progress bar
                         on_reject(rej)
                 continue
-            res = store_prediction(engine, lake, upload, detections, score_thr=score_thr, nms_thr=nms_thr,
-                                   model_version=predictor.model_version, run_id=run_id,
-                                   original_name=path.name, resume=resume)
-            summary.stored.append({"path": str(path), **asdict(res), "inference_s": round(seconds, 4)})
-            for w in upload.warnings:
-                summary.warnings.append({"path": str(path), "warning": w})
+            res = store_prediction(stores.engine, stores.lake, p.upload, p.detections, score_thr=score_thr,
+                                   nms_thr=nms_thr, model_version=predictor.model_version, run_id=run_id,
+                                   resume=resume)
+            summary.stored.append({"path": p.display_path, **asdict(res), "inference_s": round(p.inference_s, 4)})
+            summary.warnings.extend({"path": p.display_path, "warning": w} for w in p.upload.warnings)
     finally:
         bar.close()
     summary.seconds = round(time.perf_counter() - t0, 3)

@@ -1,8 +1,9 @@
 """Guards applied to every upload before (and while) it is decoded.
 
 Each check raises :class:`cxr.errors.InputError` with one line a person can act on.
-The checks are cheap and run on the raw bytes or the image header, never on decoded
-pixels, so a decompression bomb is refused before it is inflated.
+The checks are cheap and run on the raw bytes or the file name, never on decoded pixels
+(the image-header checks are :func:`cxr.model.pixels.check_dimensions`), so a decompression
+bomb is refused before it is inflated.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ EXTENSIONS = {
 STORED_EXTENSION = {"png": "png", "jpeg": "jpg", "dicom": "dcm"}
 
 MAX_NAME_CHARS = 255  # image.original_name is VARCHAR(255)
-MIN_SIDE = 16  # smaller than this is no radiograph (and breaks the detector's resize)
 
 
 def check_name(name: str) -> str:
@@ -95,8 +95,12 @@ def describe_unknown(data: bytes) -> str:
     return "not an image"
 
 
-def check_format(name: str, data: bytes) -> str:
-    """The upload's format; the extension, when it names one, must agree with the content."""
+def check_format(name: str, data: bytes) -> tuple[str, list[str]]:
+    """The upload's format, by its content; a note when its extension names another image format.
+
+    Viewers and office tools routinely save a JPEG as ``.png`` and the like: the bytes decide.
+    An extension that names no image format at all (``.exe``) is still refused.
+    """
     ext = PurePosixPath(name).suffix.lower()
     if ext not in EXTENSIONS:
         raise InputError(f"unsupported file type {ext!r}: upload a PNG, JPEG or DICOM (.png .jpg .jpeg .dcm)")
@@ -104,19 +108,6 @@ def check_format(name: str, data: bytes) -> str:
     if fmt is None:
         raise InputError(f"not a PNG, JPEG or DICOM file ({describe_unknown(data)})")
     claimed = EXTENSIONS[ext]
-    if claimed is not None and claimed != fmt:
-        raise InputError(f"file extension {ext!r} does not match its content ({fmt.upper()})")
-    return fmt
-
-
-def check_dimensions(width: int, height: int, max_pixels: int) -> None:
-    """Refuse images too large to decode safely or too small to be a radiograph."""
-    if width <= 0 or height <= 0:
-        raise InputError(f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise InputError(
-            f"image is {width}x{height} = {width * height:,} pixels, more than the {max_pixels:,} limit "
-            "(CXR_MAX_PIXELS; a decompression-bomb guard)"
-        )
-    if min(width, height) < MIN_SIDE:
-        raise InputError(f"image is {width}x{height}; both sides must be at least {MIN_SIDE} pixels")
+    notes = [f"the file is named {ext} but holds a {fmt.upper()}: decoded as {fmt.upper()}"] \
+        if claimed is not None and claimed != fmt else []
+    return fmt, notes

@@ -2,10 +2,12 @@
 
 One COCO image per selected transaction (``id`` = ``transaction_id``, stable across exports);
 with ``latest`` (the default) that is one per warehouse image. Every entry also carries the
-warehouse's names (``image_id``, ``sha256``, ``transaction_id``, ``model_version``, ``run_id``,
-``cs_thr``, ``nms_thr``) and its ``split``. One annotation per kept box (``id`` =
-``pred_bbox_id``), ``bbox`` = ``[x, y, w, h]`` in pixels, clipped to the image. Category ids
-are ``class_id + 1`` (COCO's ids start at 1); each category also carries its ``class_id``.
+warehouse's names -- ``cxr_image_id`` (the warehouse's and the DB's ``image_id``: in a COCO file
+``image_id`` means only what COCO means by it, the COCO image an annotation belongs to),
+``sha256``, ``transaction_id``, ``model_version``, ``run_id``, ``cs_thr``, ``nms_thr`` -- and its
+``split``. One annotation per kept box (``id`` = ``pred_bbox_id``), ``bbox`` = ``[x, y, w, h]`` in
+pixels, clipped to the image. Category ids are ``class_id + 1`` (COCO's ids start at 1); each
+category also carries its ``class_id``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import datetime
 
 from cxr.errors import InputError, IntegrityError
 from cxr.mart.filters import MartFilters, selected, to_utc_naive
+from cxr.stores.layout import rendition_key
 
 SPLITS = ("train", "val")
 _SPLIT_SALT = b"cxr-mart-split\x00"
@@ -39,10 +42,6 @@ class MartBuild:
     coco: dict
     files: tuple[ImageFile, ...]
     dropped_boxes: int  # boxes with no area left after clipping to the image
-
-
-def rendition_key(sha256: str) -> str:
-    return f"renditions/{sha256[:2]}/{sha256}.png"
 
 
 def file_name_for(doc: Mapping) -> str:
@@ -129,7 +128,7 @@ def build_coco(docs: Iterable[Mapping], f: MartFilters, table: Mapping[int, str]
             "id": coco_id, "file_name": name, "width": width, "height": height,
             "date_captured": _coco_time(tx.get("time")), "license": 0,
             "split": split_of(sha, f.val_fraction),
-            "image_id": int(doc["image_id"]), "sha256": sha, "transaction_id": coco_id,
+            "cxr_image_id": int(doc["image_id"]), "sha256": sha, "transaction_id": coco_id,
             "model_version": tx.get("model_version"), "run_id": tx.get("run_id"),
             "cs_thr": tx.get("cs_thr"), "nms_thr": tx.get("nms_thr"),
         })
@@ -232,7 +231,7 @@ def dataset_card(coco: Mapping, *, source: Mapping[str, object], dropped_boxes: 
         "",
         "## Layout",
         "",
-        "- `images/<image_id>_<sha256[:12]>.png`: 8-bit PNG renditions (DICOMs were de-identified at ingest).",
+        "- `images/<cxr_image_id>_<sha256[:12]>.png`: 8-bit PNG renditions (DICOMs were de-identified at ingest).",
         "- `annotations/instances.json`: every split (each image has `split`); `instances_train.json`,",
         "  `instances_val.json`: one split each. `bbox` is `[x, y, w, h]` in pixels; category id = class_id + 1.",
         "- The split is by image (a hash of its sha256), the same in every export.",

@@ -17,7 +17,6 @@ names a missing image. The annotation files and the card are written atomically.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -26,16 +25,24 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from cxr.errors import ConfigError, CxrError, InputError, IntegrityError
+from PIL import Image
+from pymongo.database import Database
+from tqdm.auto import tqdm
+
+from cxr.config import Settings, get_settings
+from cxr.errors import CxrError, InputError, IntegrityError
 from cxr.mart.coco import ImageFile, MartBuild, build_coco, class_counts, class_table, dataset_card, subset
 from cxr.mart.filters import MartFilters, warehouse_query
+from cxr.model.registry import read_metadata, resolve_model_dir
+from cxr.stores import warehouse
+from cxr.stores.lake import Lake, ObjectNotFound, lake_from_settings
+from cxr.stores.watermark import get_watermark
 
 DOWNLOAD_LOG = ".mart-downloads.jsonl"
 IMAGES_DIR = "images"
@@ -69,82 +76,10 @@ class ExportResult:
                 f"{self.downloaded} files downloaded, {self.skipped} already present; {self.seconds:.1f}s")
 
 
-# -- the warehouse, directly or through the bastion ------------------------------------------
-
-def tunneled_url(url: str, local_port: int) -> str:
-    """``url`` pointed at the tunnel's local end, with ``directConnection=true``.
-
-    Without it pymongo discovers the replica set's advertised members and connects to those,
-    bypassing the tunnel.
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "mongodb":
-        raise ConfigError("only a mongodb:// URL can go through the SSH tunnel (not 'embedded' or mongodb+srv://)",
-                          setting="CXR_WAREHOUSE_URL")
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{int(local_port)}"
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() not in ("directconnection", "replicaset")]
-    query.append(("directConnection", "true"))
-    return urlunsplit((parts.scheme, netloc, parts.path or "/", urlencode(query), ""))
-
-
-def warehouse_address(url: str) -> tuple[str, int]:
-    """The (host, port) of a single-host mongodb:// URL: what the tunnel forwards to."""
-    parts = urlsplit(url)
-    if parts.scheme != "mongodb":
-        raise ConfigError("only a mongodb:// URL can go through the SSH tunnel (not 'embedded' or mongodb+srv://)",
-                          setting="CXR_WAREHOUSE_URL")
-    if "," in parts.netloc.rpartition("@")[2]:
-        raise ConfigError("a tunnel forwards to one host; name one warehouse host in the URL", setting="CXR_WAREHOUSE_URL")
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError as exc:
-        raise ConfigError(f"bad warehouse URL: {exc}", setting="CXR_WAREHOUSE_URL") from None
-    if not host:
-        raise ConfigError("the warehouse URL names no host", setting="CXR_WAREHOUSE_URL")
-    return host, port or 27017
-
-
-@contextlib.contextmanager
-def warehouse_tunnel(settings) -> Iterator[str]:  # noqa: ANN001 - Settings
-    """Open the SSH tunnel to the warehouse (host key verified); yield the tunneled mongodb:// URL."""
-    from cxr.remote import SSHTarget, open_tunnel
-
-    host, port = warehouse_address(settings.warehouse_url)
-    with open_tunnel(SSHTarget.from_settings(settings), host, port) as (_, local_port):
-        yield tunneled_url(settings.warehouse_url, local_port)
-
-
-def use_tunnel(settings, via_tunnel: bool | None = None) -> bool:  # noqa: ANN001
-    """Whether the warehouse is reached through the SSH tunnel (default: when CXR_SSH_HOST is set)."""
-    if via_tunnel and not settings.ssh_host:
-        raise ConfigError("--via-tunnel needs an SSH host", setting="CXR_SSH_HOST")
-    return bool(settings.ssh_host) if via_tunnel is None else via_tunnel
-
-
-@contextlib.contextmanager
-def open_warehouse(settings, via_tunnel: bool | None = None):  # noqa: ANN001, ANN201
-    """The warehouse Database, through the SSH tunnel when asked (default: when CXR_SSH_HOST is set)."""
-    from cxr.stores.warehouse import connect
-
-    with contextlib.ExitStack() as stack:
-        url = settings.warehouse_url
-        if use_tunnel(settings, via_tunnel):
-            url = stack.enter_context(warehouse_tunnel(settings))
-        client = connect(url, data_dir=settings.data_dir, tls_ca_file=settings.warehouse_tls_ca_file)
-        stack.callback(client.close)
-        yield client[settings.warehouse_db]
-
-
-def read_watermark(database) -> int | None:  # noqa: ANN001
-    from cxr.warehouse.state import get_watermark
-
-    return get_watermark(database)
-
-
-def fetch_documents(database, f: MartFilters) -> list[dict]:  # noqa: ANN001
+# -- the warehouse ------------------------------------------------------------------------------
+def fetch_documents(database: Database, f: MartFilters) -> list[dict]:
     """The ``images`` documents that may hold a selected transaction, ordered by image_id."""
-    return list(database["images"].find(warehouse_query(f), {"_id": 0}).sort("image_id", 1))
+    return list(database[warehouse.IMAGES_COLLECTION].find(warehouse_query(f), {"_id": 0}).sort("image_id", 1))
 
 
 # -- downloads ---------------------------------------------------------------------------------
@@ -154,8 +89,6 @@ def _sha256(data: bytes) -> str:
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as im:
         if im.format != "PNG":
             raise ValueError(f"not a PNG ({im.format})")
@@ -187,10 +120,8 @@ def _file_ok(path: Path, sha256: str | None) -> bool:
     return h.hexdigest() == sha256
 
 
-def _fetch_one(lake, item: ImageFile, images_dir: Path, retries: int, backoff: float) -> tuple[str, int]:  # noqa: ANN001
+def _fetch_one(lake: Lake, item: ImageFile, images_dir: Path, retries: int, backoff: float) -> tuple[str, int]:
     """Download one rendition, check it, write it atomically; returns (sha256, bytes)."""
-    from cxr.stores.lake import ObjectNotFound
-
     last: Exception | None = None
     for attempt in range(retries + 1):
         try:
@@ -221,15 +152,13 @@ def _fetch_one(lake, item: ImageFile, images_dir: Path, retries: int, backoff: f
     return _sha256(data), len(data)
 
 
-def fetch_images(lake, files: Sequence[ImageFile], out_dir: Path, *, workers: int = 16, retries: int = 3,  # noqa: ANN001
+def fetch_images(lake: Lake, files: Sequence[ImageFile], out_dir: Path, *, workers: int = 16, retries: int = 3,
                  backoff: float = 0.5, progress: bool | None = None) -> FetchStats:
     """Fetch ``files`` into ``out_dir/images`` concurrently, skipping those already there intact.
 
     Failures are collected (not raised) in ``FetchStats.failures``; an interrupt stops the
     pool and leaves every finished file logged for the next run.
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     images_dir = out_dir / IMAGES_DIR
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -303,30 +232,25 @@ def write_export(out_dir: Path, build: MartBuild, card: str) -> None:
 
 # -- the job -----------------------------------------------------------------------------------
 
-def model_classes(settings, version: str | None = None) -> tuple[str, ...] | None:  # noqa: ANN001
+def model_classes(settings: Settings, version: str | None = None) -> tuple[str, ...] | None:
     """The classes of the registry's model (``version``, else the configured one); None when not installed."""
-    from cxr.model.registry import read_metadata, resolve_model_dir
-
     try:
         model_dir = resolve_model_dir(settings.models_dir, settings.model_name, version or settings.model_version)
-        return tuple(read_metadata(model_dir)["classes"])
+        return tuple(read_metadata(model_dir).classes)
     except CxrError:
         return None
 
 
-def export_mart(out_dir: Path | str, filters: MartFilters | None = None, *, settings=None, database=None, lake=None,  # noqa: ANN001
-                classes: Sequence[str] | None = None, workers: int = 16, retries: int = 3, backoff: float = 0.5,
-                progress: bool | None = None, via_tunnel: bool | None = None,
-                now: Callable[[], datetime] | None = None) -> ExportResult:
+def export_mart(out_dir: Path | str, filters: MartFilters | None = None, *, settings: Settings | None = None,
+                database: Database | None = None, lake: Lake | None = None, classes: Sequence[str] | None = None,
+                workers: int = 16, retries: int = 3, backoff: float = 0.5, progress: bool | None = None,
+                via_tunnel: bool | None = None, now: Callable[[], datetime] | None = None) -> ExportResult:
     """Export the warehouse's predictions under ``filters`` as a COCO dataset in ``out_dir``.
 
     ``database``/``lake`` default to the stores named by ``settings`` (the warehouse through
     the SSH tunnel when ``CXR_SSH_HOST`` is set or ``via_tunnel``). ``classes`` are the model's
     class names by class_id (default: the registry's model, else what the documents name).
     """
-    from cxr.config import get_settings, redact_url
-    from cxr.stores.lake import lake_from_settings
-
     t0 = time.perf_counter()
     s = settings or get_settings()
     f = filters or MartFilters()
@@ -334,21 +258,16 @@ def export_mart(out_dir: Path | str, filters: MartFilters | None = None, *, sett
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory")
     if database is None:
-        with open_warehouse(s, via_tunnel) as db:
-            docs, watermark = fetch_documents(db, f), read_watermark(db)
+        with warehouse.open_warehouse(s, via_tunnel) as db:
+            docs, watermark = fetch_documents(db, f), get_watermark(db)
+        where = warehouse.describe(s, via_tunnel)
     else:
-        docs, watermark = fetch_documents(database, f), read_watermark(database)
+        docs, watermark, where = fetch_documents(database, f), get_watermark(database), _db_address(database)
     lake = lake or lake_from_settings(s)
     table = class_table(docs, classes if classes is not None else model_classes(s, f.model_version))
     created = (now or (lambda: datetime.now(timezone.utc)))().replace(microsecond=0)
-    source = {
-        "warehouse": _db_address(database) if database is not None else redact_url(s.warehouse_url) + (
-            f" through the SSH tunnel via {s.ssh_user + '@' if s.ssh_user else ''}{s.ssh_host}:{s.ssh_port}"
-            if use_tunnel(s, via_tunnel) else ""),
-        "database": database.name if database is not None else s.warehouse_db,
-        "watermark": watermark,
-        "lake": getattr(lake, "url", "?"),
-    }
+    source = {"warehouse": where, "database": database.name if database is not None else s.warehouse_db,
+              "watermark": watermark, "lake": lake.url}
     build = build_coco(docs, f, table, created=created, info={"source": source})
     stats = fetch_images(lake, build.files, out, workers=workers, retries=retries, backoff=backoff, progress=progress)
     if stats.failures:
@@ -362,7 +281,7 @@ def export_mart(out_dir: Path | str, filters: MartFilters | None = None, *, sett
                         time.perf_counter() - t0, watermark)
 
 
-def _db_address(database) -> str:  # noqa: ANN001
+def _db_address(database: Database) -> str:
     try:
         host, port = database.client.address
         return f"mongodb://{host}:{port}"

@@ -6,13 +6,17 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
+
 from cxr.mart.coco import SPLITS, class_counts
 
 
-def plot_class_distribution(coco: Mapping, ax=None):  # noqa: ANN001, ANN201 - matplotlib Axes
+def plot_class_distribution(coco: Mapping, ax: Axes | None = None) -> Axes:
     """Bar chart of annotations per class, stacked by split."""
-    import matplotlib.pyplot as plt
-
     counts = class_counts(coco)
     names = list(counts)
     if ax is None:
@@ -29,12 +33,8 @@ def plot_class_distribution(coco: Mapping, ax=None):  # noqa: ANN001, ANN201 - m
     return ax
 
 
-def plot_samples(out_dir: Path | str, coco: Mapping, n: int = 4, seed: int = 0, cols: int = 4):  # noqa: ANN201
+def plot_samples(out_dir: Path | str, coco: Mapping, n: int = 4, seed: int = 0, cols: int = 4) -> Figure | None:
     """Up to ``n`` exported images (those with boxes first) with their boxes and class names drawn."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-    from PIL import Image
-
     by_image: dict[int, list[dict]] = {}
     for a in coco["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)

@@ -8,9 +8,12 @@ sizes/aspect ratios/strides, regenerated for the model's fixed input size.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+from cxr.model.metadata import AnchorSpec, ModelMetadata
 
 #: default RetinaNet levels P3..P7 and their strides for a ResNet + FPN backbone
 DEFAULT_STRIDES: tuple[int, ...] = (8, 16, 32, 64, 128)
@@ -66,9 +69,11 @@ def grid_anchors(
     return out
 
 
-def anchors_from_metadata(meta: dict) -> list[np.ndarray]:
-    """Regenerate the per-level anchors recorded in a model's ``metadata.json``."""
-    a = meta["anchors"]
-    size = int(meta["input"]["size"])
-    fs = [tuple(x) for x in a.get("feature_sizes") or feature_sizes(size, len(a["sizes"]))]
-    return grid_anchors((size, size), fs, a["sizes"], a["aspect_ratios"])
+def anchors_from_metadata(meta: ModelMetadata | Mapping[str, Any]) -> list[np.ndarray]:
+    """Regenerate the per-level anchors recorded in a model's ``metadata.json`` (typed, or its raw JSON)."""
+    if not isinstance(meta, ModelMetadata):
+        a, size = AnchorSpec.model_validate(meta["anchors"]), int(meta["input"]["size"])
+    else:
+        a, size = meta.anchors, int(meta.input.size)
+    fs = [tuple(x) for x in a.feature_sizes or feature_sizes(size, len(a.sizes))]
+    return grid_anchors((size, size), fs, a.sizes, a.aspect_ratios)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cxr.errors import InputError
+
 SEED_CLASSES: tuple[str, ...] = ("Aortic enlargement", "Cardiomegaly", "ILD", "Infiltration", "Nodule/Mass")
 
 VINDR_CXR_CLASSES: tuple[str, ...] = (
@@ -25,7 +27,5 @@ def resolve_classes(spec: str | list[str] | tuple[str, ...] | None) -> tuple[str
         spec = [c.strip() for c in spec.split(",") if c.strip()]
     out = tuple(spec)
     if not out or len(set(out)) != len(out):
-        from cxr.errors import InputError
-
         raise InputError(f"class list must be non-empty and unique, got {list(out)}")
     return out

@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from PIL import Image
 
 from cxr.errors import InputError
 from cxr.model.classes import resolve_classes
+from cxr.model.pixels import dicom_to_array, parse_dicom, read_raster
 
 VINDR_COLUMNS = ("image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max")
 NO_FINDING = "No finding"
@@ -33,39 +36,27 @@ class Sample:
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """A training image as 2-D float32 [0, 1] (PNG/JPEG through Pillow, DICOM through pydicom)."""
+    """A training or evaluation image as 2-D float32 [0, 1], through :mod:`cxr.model.pixels`: the
+    same function the ingest path serves pixels with (DICOM LUTs and windows, colour encodings)."""
     path = Path(path)
     try:
-        if path.suffix.lower() in (".dcm", ".dicom"):
-            import pydicom
-
-            ds = pydicom.dcmread(path)
-            arr = ds.pixel_array.astype(np.float32)
-            maxval = float(2 ** int(ds.BitsStored) - 1)
-            arr = arr / maxval
-            if str(ds.PhotometricInterpretation) == "MONOCHROME1":
-                arr = 1.0 - arr
-            return np.clip(arr, 0, 1)
-        from PIL import Image
-
-        with Image.open(path) as im:
-            if im.mode in ("I;16", "I;16B", "I"):
-                return np.asarray(im, dtype=np.float32) / 65535.0
-            return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except (OSError, ValueError, AttributeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise InputError(f"{path}: unreadable image ({exc.__class__.__name__})") from None
+    try:
+        if path.suffix.lower() in (".dcm", ".dicom") or (len(data) >= 132 and data[128:132] == b"DICM"):
+            return dicom_to_array(parse_dicom(data))
+        return read_raster(data)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header."""
     try:
         if path.suffix.lower() in (".dcm", ".dicom"):
-            import pydicom
-
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             return int(ds.Columns), int(ds.Rows)
-        from PIL import Image
-
         with Image.open(path) as im:
             return im.size
     except (OSError, ValueError, AttributeError) as exc:

@@ -8,11 +8,17 @@ import contextlib
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from cxr.errors import InputError
+from cxr.model.datasets import Sample, load_image
 from cxr.model.nms import box_iou
+from cxr.model.phantoms import generate_phantom
 from cxr.model.postprocess import Detections
+from cxr.model.predict import Predictor
 
 #: held-out evaluation phantoms use seeds from here (training uses small seeds)
 EVAL_SEED_BASE = 10_000_000
@@ -27,7 +33,8 @@ class EvalItem:
     height: int
 
 
-def _coco_eval(items: Sequence[EvalItem], classes: Sequence[str]):
+def _coco_eval(items: Sequence[EvalItem], classes: Sequence[str]) -> Any:
+    # pycocotools is the `train` extra: the demo environment evaluates nothing
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -108,13 +115,9 @@ def evaluate_items(items: Sequence[EvalItem], classes: Sequence[str], dataset: s
     return out
 
 
-def evaluate_phantoms(predictor, n: int = 200, size: int = 512, *, seed_base: int = EVAL_SEED_BASE,
+def evaluate_phantoms(predictor: Predictor, n: int = 200, size: int = 512, *, seed_base: int = EVAL_SEED_BASE,
                       score_thr: float = 0.05, progress: bool | None = None) -> dict:
     """mAP etc. on ``n`` held-out phantoms (seeds never used in training)."""
-    from tqdm.auto import tqdm
-
-    from cxr.model.phantoms import generate_phantom
-
     items = []
     for i in tqdm(range(n), desc="eval phantoms", disable=(not progress) if progress is not None else None):
         p = generate_phantom(seed_base + i, size, predictor.classes)
@@ -124,14 +127,9 @@ def evaluate_phantoms(predictor, n: int = 200, size: int = 512, *, seed_base: in
                           dataset=f"{n} held-out synthetic phantoms ({size} px, seeds {seed_base}..{seed_base + n - 1})")
 
 
-def evaluate_samples(predictor, samples: Iterable, *, score_thr: float = 0.05, progress: bool | None = None,
+def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], *, score_thr: float = 0.05, progress: bool | None = None,
                      dataset: str = "") -> dict:
     """Metrics on dataset samples (COCO/VinDr); sample classes must be the model's."""
-    from tqdm.auto import tqdm
-
-    from cxr.errors import InputError
-    from cxr.model.datasets import load_image
-
     samples = list(samples)
     items = []
     for s in tqdm(samples, desc="eval", disable=(not progress) if progress is not None else None):

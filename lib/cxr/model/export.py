@@ -1,5 +1,9 @@
-"""Export a trained RetinaNet to the registry: raw-head ONNX + metadata + model card (torch is
-imported inside the functions that need it).
+"""Export a trained RetinaNet to the registry: raw-head ONNX + metadata + model card.
+
+:func:`write_onnx` is the one ONNX export (``RawRetinaNet`` -> fp32 ONNX with static shapes ->
+the weight storage asked for); :func:`finish` writes ``metadata.json`` and the card beside it.
+Training (:func:`cxr.model.train.register`), ``cxr model export`` and :func:`write_artifact` all
+go through these two. Imports torch (the ``train`` extra).
 
 ``weights`` storage: ``fp32``, ``fp16`` or ``int8`` (weight-only, see :mod:`cxr.model.onnx_weights`).
 """
@@ -7,20 +11,24 @@ imported inside the functions that need it).
 from __future__ import annotations
 
 import datetime as _dt
-import json
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from cxr.model.anchors import feature_sizes
+from cxr.model.metadata import Arch, ModelMetadata, WeightStorage
+from cxr.model.net import RawRetinaNet
 from cxr.model.onnx_weights import compress_weights
 from cxr.model.registry import CARD, METADATA, sha256_file
 
 ONNX_OPSET = 17
 
 
-def export_onnx(raw_module, size: int, path: Path) -> Path:
+def export_onnx(raw_module: torch.nn.Module, size: int, path: Path) -> Path:
     """Export ``RawRetinaNet`` (fp32) for one image (1, 1, size, size): static shapes fold the head's reshapes."""
-    import torch
-
     raw_module = raw_module.eval()
     dummy = torch.rand(1, 1, size, size)
     path = Path(path)
@@ -30,10 +38,32 @@ def export_onnx(raw_module, size: int, path: Path) -> Path:
     return path
 
 
-def build_metadata(*, name: str, version: str, classes, arch: dict, onnx_path: Path, weights_storage: str,
-                   torch_path: Path | None, training: dict, metrics: dict | None) -> dict:
-    size = int(arch["input_size"])
-    meta = {
+def store_weights(fp32_path: Path, dest: Path, storage: WeightStorage) -> Path:
+    """``dest``: the fp32 ONNX at ``fp32_path`` with its weights stored as ``storage``."""
+    if storage == "fp32":
+        shutil.copyfile(fp32_path, dest)
+        return Path(dest)
+    return compress_weights(fp32_path, dest, storage)
+
+
+def write_onnx(model: torch.nn.Module, arch: Arch | Mapping[str, Any], dest: Path,
+               storage: WeightStorage = "fp32") -> Path:
+    """The one ONNX export: the trained ``model`` as ``dest`` with ``storage`` weights."""
+    size = int(Arch.model_validate(arch).input_size)
+    dest = Path(dest)
+    fp32 = export_onnx(RawRetinaNet(model).eval(), size, dest.with_name(dest.stem + ".export-fp32.onnx"))
+    try:
+        return store_weights(fp32, dest, storage)
+    finally:
+        fp32.unlink(missing_ok=True)
+
+
+def build_metadata(*, name: str, version: str, classes: Sequence[str], arch: Arch | Mapping[str, Any],
+                   onnx_path: Path, weights_storage: WeightStorage, torch_path: Path | None,
+                   training: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> ModelMetadata:
+    a = Arch.model_validate(arch)
+    size = int(a.input_size)
+    meta: dict[str, Any] = {
         "name": name,
         "version": version,
         "format": "cxr-retinanet-raw/1",
@@ -43,32 +73,31 @@ def build_metadata(*, name: str, version: str, classes, arch: dict, onnx_path: P
         "classes": list(classes),
         "input": {"size": size, "channels": 1, "layout": "NCHW", "range": [0.0, 1.0],
                   "resize": "letterbox: keep aspect, longer side = size, top-left, zero pad",
-                  "normalization": {"mean": arch.get("mean", 0.5), "std": arch.get("std", 0.25),
-                                    "applied": "inside the ONNX graph"}},
-        "anchors": {"sizes": arch["anchor_sizes"], "aspect_ratios": arch["aspect_ratios"],
-                    "feature_sizes": [list(f) for f in feature_sizes(size, len(arch["anchor_sizes"]))],
+                  "normalization": {"mean": a.mean, "std": a.std, "applied": "inside the ONNX graph"}},
+        "anchors": {"sizes": a.anchor_sizes, "aspect_ratios": a.aspect_ratios,
+                    "feature_sizes": [list(f) for f in feature_sizes(size, len(a.anchor_sizes))],
                     "order": "torchvision AnchorGenerator: level, y, x, (ratio, scale)"},
         "box_coder": {"weights": [1.0, 1.0, 1.0, 1.0], "clip": "log(1000/16)"},
         "postprocess_defaults": {"score_thr": 0.5, "nms_thr": 0.5, "topk": 1000, "max_det": 100},
-        "arch": arch,
+        "arch": a.model_dump(),
         "onnx": {"file": onnx_path.name, "bytes": onnx_path.stat().st_size, "sha256": sha256_file(onnx_path),
                  "opset": ONNX_OPSET, "weights": weights_storage, "outputs": ["cls_logits", "bbox_deltas"]},
-        "training": training,
-        "metrics": metrics or {},
+        "training": dict(training),
+        "metrics": dict(metrics or {}),
     }
     if torch_path is not None and torch_path.is_file():
         meta["torch"] = {"file": torch_path.name, "bytes": torch_path.stat().st_size,
                          "sha256": sha256_file(torch_path)}
-    return meta
+    return ModelMetadata.model_validate(meta)
 
 
-def model_card(meta: dict) -> str:
+def model_card(meta: ModelMetadata) -> str:
     """MODEL_CARD.md text for the metadata (states synthetic training and not for clinical use)."""
-    m = meta.get("metrics") or {}
-    t = meta.get("training") or {}
-    synthetic = meta.get("synthetic_training_data", True)
+    m = meta.metrics
+    t = meta.training
+    synthetic = meta.synthetic_training_data
     lines = [
-        f"# Model card: {meta['name']} {meta['version']}",
+        f"# Model card: {meta.name} {meta.version}",
         "",
         "**NOT FOR CLINICAL USE.** " + (
             "This detector was trained only on *synthetic phantom* chest X-rays generated by "
@@ -80,10 +109,10 @@ def model_card(meta: dict) -> str:
         "Not a medical device; not for diagnosis, triage or any patient care.",
         "",
         "## Model",
-        f"- torchvision RetinaNet, backbone {meta['arch']['backbone']} + FPN ({meta['arch']['fpn_channels']} channels), "
-        f"trained from scratch (BatchNorm), grayscale input {meta['input']['size']}x{meta['input']['size']} (letterboxed).",
-        f"- Classes ({len(meta['classes'])}): {', '.join(meta['classes'])}.",
-        f"- ONNX ({meta['onnx']['weights']} weights, {meta['onnx']['bytes'] / 1e6:.1f} MB) exports the raw head outputs; "
+        f"- torchvision RetinaNet, backbone {meta.arch.backbone} + FPN ({meta.arch.fpn_channels} channels), "
+        f"trained from scratch (BatchNorm), grayscale input {meta.input.size}x{meta.input.size} (letterboxed).",
+        f"- Classes ({len(meta.classes)}): {', '.join(meta.classes)}.",
+        f"- ONNX ({meta.onnx.weights} weights, {(meta.onnx.bytes or 0) / 1e6:.1f} MB) exports the raw head outputs; "
         "anchors, box decoding, thresholds and class-wise NMS run in numpy at serving time.",
         "",
         "## Training data",
@@ -111,34 +140,35 @@ def model_card(meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_artifact(model, classes, arch: dict, out_dir: Path, *, name: str, version: str, training: dict,
-                   metrics: dict | None = None, weights: str = "fp32", keep_torch: bool = True) -> Path:
+def finish(out_dir: Path, onnx_path: Path, *, name: str, version: str, classes: Sequence[str],
+           arch: Arch | Mapping[str, Any], storage: WeightStorage, torch_path: Path | None,
+           training: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> ModelMetadata:
+    """Make ``onnx_path`` the folder's ``model.onnx`` and write ``metadata.json`` and the card for it."""
+    final = Path(out_dir) / "model.onnx"
+    if Path(onnx_path) != final:
+        Path(onnx_path).replace(final)
+    meta = build_metadata(name=name, version=version, classes=classes, arch=arch, onnx_path=final,
+                          weights_storage=storage, torch_path=torch_path, training=training, metrics=metrics)
+    write_metadata(out_dir, meta)
+    return meta
+
+
+def write_artifact(model: torch.nn.Module, classes: Sequence[str], arch: Arch | Mapping[str, Any], out_dir: Path, *,
+                   name: str, version: str, training: Mapping[str, Any], metrics: Mapping[str, Any] | None = None,
+                   weights: WeightStorage = "fp32", keep_torch: bool = True) -> Path:
     """Write ``out_dir`` = models/<name>/<version>/ with model.onnx, metadata.json, MODEL_CARD.md (+ model.pt)."""
-    import torch
-
-    from cxr.model.net import RawRetinaNet
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    raw = RawRetinaNet(model).eval()
-    onnx_path = out_dir / "model.onnx"
-    fp32_path = out_dir / "model.fp32.onnx"
-    export_onnx(raw, int(arch["input_size"]), fp32_path)
-    if weights == "fp32":
-        fp32_path.replace(onnx_path)
-    else:
-        compress_weights(fp32_path, onnx_path, weights)
-        fp32_path.unlink()
+    onnx_path = write_onnx(model, arch, out_dir / "model.onnx", weights)
     torch_path = out_dir / "model.pt" if keep_torch else None
     if torch_path is not None:
         torch.save(model.state_dict(), torch_path)
-    meta = build_metadata(name=name, version=version, classes=classes, arch=arch, onnx_path=onnx_path,
-                          weights_storage=weights, torch_path=torch_path, training=training, metrics=metrics)
-    write_metadata(out_dir, meta)
+    finish(out_dir, onnx_path, name=name, version=version, classes=classes, arch=arch, storage=weights,
+           torch_path=torch_path, training=training, metrics=metrics)
     return out_dir
 
 
-def write_metadata(out_dir: Path, meta: dict) -> None:
+def write_metadata(out_dir: Path, meta: ModelMetadata) -> None:
     """(Re)write metadata.json and the model card from it."""
-    (Path(out_dir) / METADATA).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (Path(out_dir) / METADATA).write_text(meta.to_json(), encoding="utf-8")
     (Path(out_dir) / CARD).write_text(model_card(meta), encoding="utf-8")

@@ -7,7 +7,9 @@ grayscale input, ``min_size = max_size =`` the training size and anchors whose s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,11 +22,12 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from cxr.errors import InputError
 from cxr.model.anchors import anchor_sizes
+from cxr.model.metadata import Arch
 
 BACKBONES = ("resnet18", "resnet50_v2")
 
 
-def default_arch(backbone: str = "resnet18", size: int = 256, smallest_anchor: int = 12) -> dict:
+def default_arch(backbone: str = "resnet18", size: int = 256, smallest_anchor: int = 12) -> dict[str, Any]:
     """The architecture description stored in metadata (enough to rebuild the network)."""
     if backbone not in BACKBONES:
         raise InputError(f"unknown backbone {backbone!r}; use one of {', '.join(BACKBONES)}")
@@ -41,30 +44,32 @@ def default_arch(backbone: str = "resnet18", size: int = 256, smallest_anchor: i
     }
 
 
-def build_retinanet(arch: dict, num_classes: int) -> RetinaNet:
+def build_retinanet(arch: Arch | Mapping[str, Any], num_classes: int) -> RetinaNet:
     """A fresh (untrained) torchvision RetinaNet for ``arch`` (see :func:`default_arch`)."""
-    ch = int(arch["fpn_channels"])
-    if arch["backbone"] == "resnet18":
+    if not isinstance(arch, Arch):
+        if arch.get("backbone") not in BACKBONES:
+            raise InputError(f"unknown backbone {arch.get('backbone')!r}; use one of {', '.join(BACKBONES)}")
+        arch = Arch.model_validate(arch)
+    ch = int(arch.fpn_channels)
+    if arch.backbone == "resnet18":
         body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
         in_list = [128, 256, 512]
         head_norm = None
-    elif arch["backbone"] == "resnet50_v2":
+    else:  # resnet50_v2 (Arch admits no other)
         body = resnet50(weights=None, norm_layer=nn.BatchNorm2d)
         in_list = [512, 1024, 2048]
         head_norm = partial(nn.GroupNorm, 32)
-    else:
-        raise InputError(f"unknown backbone {arch['backbone']!r}; use one of {', '.join(BACKBONES)}")
-    body.conv1 = nn.Conv2d(int(arch.get("in_channels", 1)), 64, kernel_size=7, stride=2, padding=3, bias=False)
+    body.conv1 = nn.Conv2d(int(arch.in_channels), 64, kernel_size=7, stride=2, padding=3, bias=False)
     backbone = BackboneWithFPN(body, {"layer2": "0", "layer3": "1", "layer4": "2"}, in_list, ch,
                                extra_blocks=LastLevelP6P7(ch, ch))
-    anchor_gen = AnchorGenerator(tuple(tuple(s) for s in arch["anchor_sizes"]),
-                                 tuple(tuple(a) for a in arch["aspect_ratios"]))
+    anchor_gen = AnchorGenerator(tuple(tuple(s) for s in arch.anchor_sizes),
+                                 tuple(tuple(a) for a in arch.aspect_ratios))
     head = RetinaNetHead(ch, anchor_gen.num_anchors_per_location()[0], num_classes, norm_layer=head_norm)
-    n = int(arch.get("head_convs", 4))
+    n = int(arch.head_convs)
     head.classification_head.conv = head.classification_head.conv[:n]
     head.regression_head.conv = head.regression_head.conv[:n]
-    size = int(arch["input_size"])
-    mean, std = float(arch.get("mean", 0.5)), float(arch.get("std", 0.25))
+    size = int(arch.input_size)
+    mean, std = float(arch.mean), float(arch.std)
     return RetinaNet(backbone, num_classes, anchor_generator=anchor_gen, head=head, min_size=size, max_size=size,
                      image_mean=[mean], image_std=[std], score_thresh=0.05, detections_per_img=100)
 

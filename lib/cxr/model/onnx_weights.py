@@ -14,15 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 SUFFIXES = {"fp16": "__fp16", "int8": "__q"}
 
 
 def compress_weights(src: Path, dst: Path, mode: str, min_elements: int = 1024) -> Path:
     """Store float initializers with >= ``min_elements`` values as fp16 (+Cast) or int8 (+DequantizeLinear)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     model = onnx.load(str(src))
     graph = model.graph
     new_inits, new_nodes = [], []
@@ -58,9 +57,6 @@ def compress_weights(src: Path, dst: Path, mode: str, min_elements: int = 1024) 
 
 def expand_weights(model_bytes: bytes) -> bytes:
     """Fold weight ``Cast``/``DequantizeLinear`` nodes on initializers back into float32 initializers."""
-    import onnx
-    from onnx import numpy_helper
-
     model = onnx.load_from_string(model_bytes)
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}

@@ -13,6 +13,9 @@ has lung fields, mediastinum, heart, aortic knob, rib arcs and noise; findings a
 The images are synthetic: nothing here is patient data, and a model trained on them is for
 demonstration only, **not for clinical use**. DICOM files carry realistic but FAKE patient tags so
 de-identification can be tested.
+
+(About 440 lines, over the project's 400: the drawing steps and the two file writers are one
+concept, a phantom, and nothing else reads the drawing steps.)
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cxr.errors import InputError
 from cxr.model.classes import SEED_CLASSES, resolve_classes
@@ -82,8 +88,6 @@ def _ellipse_mask(yy, xx, cy, cx, ry, rx, soft: float = 1.5) -> np.ndarray:
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Low-frequency noise in [-1, 1]: random cells upsampled bilinearly."""
-    from PIL import Image
-
     small = rng.uniform(-1.0, 1.0, size=(cells, cells)).astype(np.float32)
     return np.asarray(Image.fromarray(small, mode="F").resize((size, size), Image.BILINEAR), dtype=np.float32)
 
@@ -99,6 +103,170 @@ def _box(cx: float, cy: float, rx: float, ry: float, size: int) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Canvas:
+    """One phantom being drawn: the float canvas, its pixel grid, the random stream and the labels so far.
+
+    The drawing steps below run in a fixed order and draw their random numbers in a fixed order:
+    a seed gives the same image and boxes in every release.
+    """
+
+    rng: np.random.Generator
+    size: int
+    class_names: tuple[str, ...]
+    yy: np.ndarray
+    xx: np.ndarray
+    img: np.ndarray
+    boxes: list[list[float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    body_cx: float = 0.0
+    lung_dy: float = 0.0
+    lungs: list[tuple[float, float, float, float]] = field(default_factory=list)
+    lung_mask: np.ndarray | None = None
+
+    @property
+    def s(self) -> float:
+        """Scale of the drawing relative to a 512-pixel phantom."""
+        return self.size / 512.0
+
+    def add(self, name: str, box: list[float]) -> None:
+        if name in self.class_names and box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
+            self.boxes.append(box)
+            self.labels.append(self.class_names.index(name))
+
+    def lung_point(self, margin: float) -> tuple[float, float]:
+        """A random point inside one lung, at least ``margin`` from its edge."""
+        for _ in range(50):
+            cy, cx, ry, rx = self.lungs[int(self.rng.integers(0, 2))]
+            py, px = cy + self.rng.uniform(-1, 1) * (ry - margin), cx + self.rng.uniform(-1, 1) * (rx - margin)
+            if ((py - cy) / max(ry - margin, 1)) ** 2 + ((px - cx) / max(rx - margin, 1)) ** 2 <= 1:
+                return py, px
+        return cy, cx
+
+
+def _anatomy(c: _Canvas) -> None:
+    """Body, lungs, ribs (bright arcs across each lung), mediastinum and spine."""
+    rng, size, s, yy, xx = c.rng, c.size, c.s, c.yy, c.xx
+    c.body_cx = body_cx = size * (0.5 + rng.uniform(-0.02, 0.02))
+    c.img += 0.38 * _ellipse_mask(yy, xx, size * 0.58, body_cx, size * 0.52, size * 0.46, soft=8 * s)
+    c.lung_dy = rng.uniform(-0.02, 0.02) * size
+    for side in (-1, 1):
+        cx = body_cx + side * size * rng.uniform(0.17, 0.19)
+        cy = size * 0.47 + c.lung_dy
+        ry, rx = size * rng.uniform(0.27, 0.30), size * rng.uniform(0.12, 0.14)
+        c.lungs.append((cy, cx, ry, rx))
+    c.lung_mask = np.maximum(*[_ellipse_mask(yy, xx, *lung, soft=6 * s) for lung in c.lungs])
+    c.img -= 0.24 * c.lung_mask
+    rib_layer = np.zeros_like(c.img)
+    for side in (-1, 1):
+        for k in range(9):
+            y0 = size * (0.22 + 0.055 * k) + rng.normal(0, 1.5 * s)
+            curv = rng.uniform(0.0018, 0.0026) / s
+            xc = body_cx + side * size * 0.05
+            yline = y0 + curv * (xx - xc) ** 2 * 0.5 - side * 0.15 * (xx - xc)
+            thick = size * 0.010
+            on_side = (xx - body_cx) * side > size * 0.03
+            rib_layer += np.where(on_side, np.clip(1.0 - np.abs(yy - yline) / thick, 0, 1), 0)
+    c.img += 0.07 * np.clip(rib_layer, 0, 1.5) * (0.4 + 0.6 * c.lung_mask)
+    c.img += 0.28 * _ellipse_mask(yy, xx, size * 0.42, body_cx, size * 0.30, size * 0.065, soft=5 * s)
+
+
+def _heart(c: _Canvas, enlarged: bool) -> None:
+    """The heart: normal, or enlarged (Cardiomegaly, boxed)."""
+    rng, size = c.rng, c.size
+    h_rx = size * (rng.uniform(0.20, 0.23) if enlarged else rng.uniform(0.11, 0.14))
+    h_ry = size * (rng.uniform(0.15, 0.17) if enlarged else rng.uniform(0.10, 0.12))
+    h_cx = c.body_cx + size * rng.uniform(0.02, 0.04)
+    h_cy = size * 0.64 + c.lung_dy
+    c.img += 0.30 * _ellipse_mask(c.yy, c.xx, h_cy, h_cx, h_ry, h_rx, soft=4 * c.s)
+    if enlarged:
+        c.add("Cardiomegaly", _box(h_cx, h_cy, h_rx, h_ry, size))
+
+
+def _aortic_knob(c: _Canvas, enlarged: bool) -> None:
+    """The aortic knob: normal, or enlarged (Aortic enlargement, boxed)."""
+    rng, size = c.rng, c.size
+    a_r = size * (rng.uniform(0.055, 0.07) if enlarged else rng.uniform(0.025, 0.032))
+    a_cx, a_cy = c.body_cx - size * 0.07, size * 0.27 + c.lung_dy
+    win = _window(size, a_cy, a_cx, a_r)
+    c.img[win] += 0.30 * _ellipse_mask(c.yy[win], c.xx[win], a_cy, a_cx, a_r, a_r, soft=2 * c.s)
+    if enlarged:
+        c.add("Aortic enlargement", _box(a_cx, a_cy, a_r, a_r, size))
+
+
+def _ild(c: _Canvas) -> None:
+    """ILD: a reticular (net-like) pattern in a lower lung zone."""
+    rng, size, s, yy, xx = c.rng, c.size, c.s, c.yy, c.xx
+    cy, cx, ry, rx = c.lungs[int(rng.integers(0, 2))]
+    bw, bh = rx * rng.uniform(1.2, 1.7), ry * rng.uniform(0.6, 0.9)
+    x0, y0 = cx - bw / 2, cy + ry * 0.85 - bh
+    net = np.abs(np.sin((xx - x0) * (0.55 / s) + 2 * _smooth_noise(rng, size, 12))) < 0.25
+    net |= np.abs(np.sin((yy - y0) * (0.5 / s) + 2 * _smooth_noise(rng, size, 12))) < 0.25
+    region = _ellipse_mask(yy, xx, y0 + bh / 2, x0 + bw / 2, bh / 2, bw / 2, soft=3 * s) * c.lung_mask
+    c.img += 0.16 * net.astype(np.float32) * region
+    ys, xs = np.nonzero(region > 0.5)
+    if len(xs):
+        c.add("ILD", [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)])
+
+
+def _infiltration(c: _Canvas) -> None:
+    """Infiltration: a hazy soft patch in a lung."""
+    rng = c.rng
+    cy, cx, ry, rx = c.lungs[int(rng.integers(0, 2))]
+    pr_x, pr_y = rx * rng.uniform(0.45, 0.7), ry * rng.uniform(0.3, 0.45)
+    py, px = cy + rng.uniform(-0.4, 0.2) * ry, cx + rng.uniform(-0.2, 0.2) * rx
+    patch = _ellipse_mask(c.yy, c.xx, py, px, pr_y, pr_x, soft=pr_x * 0.5)
+    c.img += 0.17 * patch * (0.75 + 0.25 * _smooth_noise(rng, c.size, 24))
+    c.add("Infiltration", _box(px, py, pr_x, pr_y, c.size))
+
+
+_DRAWN = frozenset({"Nodule/Mass", "Cardiomegaly", "Aortic enlargement", "ILD", "Infiltration"})
+
+
+def _other_findings(c: _Canvas, present: dict[str, bool]) -> None:
+    """Any other class (e.g. VinDr-CXR's): a textured patch whose texture depends on the class index."""
+    rng, size, s = c.rng, c.size, c.s
+    for idx, name in enumerate(c.class_names):
+        if name in _DRAWN or not present[name]:
+            continue
+        r = size * rng.uniform(0.04, 0.08)
+        py, px = c.lung_point(r)
+        freq = (0.15 + 0.07 * (idx % 7)) / s
+        win = _window(size, py, px, r)
+        tex = 0.5 + 0.5 * np.sin((c.xx[win] + (idx % 3) * c.yy[win]) * freq)
+        c.img[win] += 0.18 * _ellipse_mask(c.yy[win], c.xx[win], py, px, r, r * 1.3, soft=2 * s) * tex
+        c.add(name, _box(px, py, r * 1.3, r, size))
+
+
+def _nodules(c: _Canvas, n: int) -> None:
+    """Nodule/Mass: ``n`` bright discs inside the lungs that do not touch each other."""
+    rng, size, s = c.rng, c.size, c.s
+    placed: list[tuple[float, float, float]] = []
+    for _ in range(n):
+        r = size * (rng.uniform(0.03, 0.05) if rng.uniform() < 0.8 else rng.uniform(0.05, 0.075))
+        for _try in range(20):
+            py, px = c.lung_point(r)
+            if all((py - qy) ** 2 + (px - qx) ** 2 > (r + qr + 4 * s) ** 2 for qy, qx, qr in placed):
+                break
+        else:
+            continue
+        placed.append((py, px, r))
+        win = _window(size, py, px, r)
+        disc = _ellipse_mask(c.yy[win], c.xx[win], py, px, r, r, soft=1.2 * s)
+        shade = 1.0 - 0.25 * np.sqrt(((c.yy[win] - py) ** 2 + (c.xx[win] - px) ** 2)) / r
+        c.img[win] += rng.uniform(0.20, 0.30) * disc * np.clip(shade, 0.5, 1.0)
+        c.add("Nodule/Mass", _box(px, py, r, r, size))
+
+
+def _exposure(c: _Canvas) -> np.ndarray:
+    """Exposure variation and noise; the finished image as 16-bit."""
+    rng, size = c.rng, c.size
+    c.img *= 1.0 + 0.08 * _smooth_noise(rng, size, 4)
+    c.img += 0.03 * _smooth_noise(rng, size, 64)
+    c.img += rng.normal(0.0, 0.015, size=c.img.shape).astype(np.float32)
+    return np.round(np.clip(c.img, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
 def generate_phantom(
@@ -117,140 +285,22 @@ def generate_phantom(
         raise InputError(f"phantom size must be >= 64 px, got {size}")
     class_names = resolve_classes(classes)
     rng = np.random.default_rng(seed)
-    s = size / 512.0
     yy, xx = _grid(size)
-    img = np.full((size, size), 0.04, np.float32)
-
-    # body and lungs
-    body_cx = size * (0.5 + rng.uniform(-0.02, 0.02))
-    img += 0.38 * _ellipse_mask(yy, xx, size * 0.58, body_cx, size * 0.52, size * 0.46, soft=8 * s)
-    lung_dy = rng.uniform(-0.02, 0.02) * size
-    lungs = []
-    for side in (-1, 1):
-        cx = body_cx + side * size * rng.uniform(0.17, 0.19)
-        cy = size * 0.47 + lung_dy
-        ry, rx = size * rng.uniform(0.27, 0.30), size * rng.uniform(0.12, 0.14)
-        lungs.append((cy, cx, ry, rx))
-    lung_mask = np.maximum(*[_ellipse_mask(yy, xx, *lung, soft=6 * s) for lung in lungs])
-    img -= 0.24 * lung_mask
-
-    # ribs: bright arcs across each lung
-    rib_layer = np.zeros_like(img)
-    for side in (-1, 1):
-        for k in range(9):
-            y0 = size * (0.22 + 0.055 * k) + rng.normal(0, 1.5 * s)
-            curv = rng.uniform(0.0018, 0.0026) / s
-            xc = body_cx + side * size * 0.05
-            yline = y0 + curv * (xx - xc) ** 2 * 0.5 - side * 0.15 * (xx - xc)
-            thick = size * 0.010
-            on_side = (xx - body_cx) * side > size * 0.03
-            rib_layer += np.where(on_side, np.clip(1.0 - np.abs(yy - yline) / thick, 0, 1), 0)
-    img += 0.07 * np.clip(rib_layer, 0, 1.5) * (0.4 + 0.6 * lung_mask)
-
-    # mediastinum, spine
-    med = _ellipse_mask(yy, xx, size * 0.42, body_cx, size * 0.30, size * 0.065, soft=5 * s)
-    img += 0.28 * med
-
-    present = {name: False for name in class_names}
-    for name in class_names:
-        present[name] = bool(rng.uniform() < (0.75 if packed else finding_prob))
-    boxes: list[list[float]] = []
-    labels: list[int] = []
-
-    def add(name: str, box: list[float]) -> None:
-        if name in class_names and box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
-            boxes.append(box)
-            labels.append(class_names.index(name))
-
-    # heart: normal, or enlarged (Cardiomegaly)
-    enlarged = present.get("Cardiomegaly", False)
-    h_rx = size * (rng.uniform(0.20, 0.23) if enlarged else rng.uniform(0.11, 0.14))
-    h_ry = size * (rng.uniform(0.15, 0.17) if enlarged else rng.uniform(0.10, 0.12))
-    h_cx = body_cx + size * rng.uniform(0.02, 0.04)
-    h_cy = size * 0.64 + lung_dy
-    img += 0.30 * _ellipse_mask(yy, xx, h_cy, h_cx, h_ry, h_rx, soft=4 * s)
-    if enlarged:
-        add("Cardiomegaly", _box(h_cx, h_cy, h_rx, h_ry, size))
-
-    # aortic knob: normal, or enlarged (Aortic enlargement)
-    a_enl = present.get("Aortic enlargement", False)
-    a_r = size * (rng.uniform(0.055, 0.07) if a_enl else rng.uniform(0.025, 0.032))
-    a_cx, a_cy = body_cx - size * 0.07, size * 0.27 + lung_dy
-    win = _window(size, a_cy, a_cx, a_r)
-    img[win] += 0.30 * _ellipse_mask(yy[win], xx[win], a_cy, a_cx, a_r, a_r, soft=2 * s)
-    if a_enl:
-        add("Aortic enlargement", _box(a_cx, a_cy, a_r, a_r, size))
-
-    def lung_point(margin: float) -> tuple[float, float]:
-        for _ in range(50):
-            cy, cx, ry, rx = lungs[int(rng.integers(0, 2))]
-            py, px = cy + rng.uniform(-1, 1) * (ry - margin), cx + rng.uniform(-1, 1) * (rx - margin)
-            if ((py - cy) / max(ry - margin, 1)) ** 2 + ((px - cx) / max(rx - margin, 1)) ** 2 <= 1:
-                return py, px
-        return cy, cx
-
-    # ILD: reticular pattern in a lower lung zone
+    c = _Canvas(rng, size, class_names, yy, xx, np.full((size, size), 0.04, np.float32))
+    _anatomy(c)
+    present = {name: bool(rng.uniform() < (0.75 if packed else finding_prob)) for name in class_names}
+    _heart(c, present.get("Cardiomegaly", False))
+    _aortic_knob(c, present.get("Aortic enlargement", False))
     if present.get("ILD", False):
-        cy, cx, ry, rx = lungs[int(rng.integers(0, 2))]
-        bw, bh = rx * rng.uniform(1.2, 1.7), ry * rng.uniform(0.6, 0.9)
-        x0, y0 = cx - bw / 2, cy + ry * 0.85 - bh
-        net = np.abs(np.sin((xx - x0) * (0.55 / s) + 2 * _smooth_noise(rng, size, 12))) < 0.25
-        net |= np.abs(np.sin((yy - y0) * (0.5 / s) + 2 * _smooth_noise(rng, size, 12))) < 0.25
-        region = _ellipse_mask(yy, xx, y0 + bh / 2, x0 + bw / 2, bh / 2, bw / 2, soft=3 * s) * lung_mask
-        img += 0.16 * net.astype(np.float32) * region
-        ys, xs = np.nonzero(region > 0.5)
-        if len(xs):
-            add("ILD", [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)])
-
-    # Infiltration: hazy soft patch
+        _ild(c)
     if present.get("Infiltration", False):
-        cy, cx, ry, rx = lungs[int(rng.integers(0, 2))]
-        pr_x, pr_y = rx * rng.uniform(0.45, 0.7), ry * rng.uniform(0.3, 0.45)
-        py, px = cy + rng.uniform(-0.4, 0.2) * ry, cx + rng.uniform(-0.2, 0.2) * rx
-        patch = _ellipse_mask(yy, xx, py, px, pr_y, pr_x, soft=pr_x * 0.5)
-        img += 0.17 * patch * (0.75 + 0.25 * _smooth_noise(rng, size, 24))
-        add("Infiltration", _box(px, py, pr_x, pr_y, size))
-
-    # any other class (e.g. VinDr-CXR's): a textured patch, texture depends on the class index
-    known = {"Nodule/Mass", "Cardiomegaly", "Aortic enlargement", "ILD", "Infiltration"}
-    for idx, name in enumerate(class_names):
-        if name in known or not present[name]:
-            continue
-        r = size * rng.uniform(0.04, 0.08)
-        py, px = lung_point(r)
-        freq = (0.15 + 0.07 * (idx % 7)) / s
-        win = _window(size, py, px, r)
-        tex = 0.5 + 0.5 * np.sin((xx[win] + (idx % 3) * yy[win]) * freq)
-        img[win] += 0.18 * _ellipse_mask(yy[win], xx[win], py, px, r, r * 1.3, soft=2 * s) * tex
-        add(name, _box(px, py, r * 1.3, r, size))
-
-    # Nodule/Mass: bright discs inside the lungs (the commonest finding)
+        _infiltration(c)
+    _other_findings(c, present)
     if "Nodule/Mass" in class_names:
-        n = int(rng.integers(3, 9)) if packed else (int(rng.integers(1, 4)) if present["Nodule/Mass"] else 0)
-        placed: list[tuple[float, float, float]] = []
-        for _ in range(n):
-            r = size * (rng.uniform(0.03, 0.05) if rng.uniform() < 0.8 else rng.uniform(0.05, 0.075))
-            for _try in range(20):
-                py, px = lung_point(r)
-                if all((py - qy) ** 2 + (px - qx) ** 2 > (r + qr + 4 * s) ** 2 for qy, qx, qr in placed):
-                    break
-            else:
-                continue
-            placed.append((py, px, r))
-            win = _window(size, py, px, r)
-            disc = _ellipse_mask(yy[win], xx[win], py, px, r, r, soft=1.2 * s)
-            shade = 1.0 - 0.25 * np.sqrt(((yy[win] - py) ** 2 + (xx[win] - px) ** 2)) / r
-            img[win] += rng.uniform(0.20, 0.30) * disc * np.clip(shade, 0.5, 1.0)
-            add("Nodule/Mass", _box(px, py, r, r, size))
-
-    # exposure variation and noise
-    img *= 1.0 + 0.08 * _smooth_noise(rng, size, 4)
-    img += 0.03 * _smooth_noise(rng, size, 64)
-    img += rng.normal(0.0, 0.015, size=img.shape).astype(np.float32)
-    img = np.clip(img, 0.0, 1.0)
-    image = np.round(img * 65535.0).astype(np.uint16)
-    box_arr = np.asarray(boxes, np.float32).reshape(-1, 4)
-    return Phantom(image=image, boxes=box_arr, labels=np.asarray(labels, np.int64), class_names=class_names, seed=seed,
+        _nodules(c, int(rng.integers(3, 9)) if packed else (int(rng.integers(1, 4)) if present["Nodule/Mass"] else 0))
+    image = _exposure(c)
+    return Phantom(image=image, boxes=np.asarray(c.boxes, np.float32).reshape(-1, 4),
+                   labels=np.asarray(c.labels, np.int64), class_names=class_names, seed=seed,
                    meta={"synthetic": True, "packed": packed})
 
 
@@ -260,8 +310,6 @@ def generate_phantom(
 
 def png_bytes(phantom: Phantom, *, bits: int = 8) -> bytes:
     """The phantom as PNG bytes, 8-bit (default) or 16-bit grayscale."""
-    from PIL import Image
-
     if bits == 8:
         im = Image.fromarray((phantom.image >> 8).astype(np.uint8), mode="L")
     elif bits == 16:
@@ -320,17 +368,12 @@ def fake_patient(seed: int) -> dict[str, str]:
 
 
 def _uid(seed: int, kind: str) -> str:
-    from pydicom.uid import generate_uid
-
     return str(generate_uid(entropy_srcs=[f"cxr-phantom-{kind}-{seed}"]))
 
 
 def dicom_bytes(phantom: Phantom, *, photometric: str = "MONOCHROME2", bits: int = 16,
                 patient: dict[str, str] | None = None) -> bytes:
     """The phantom as a DICOM (Digital X-Ray, explicit VR little endian) with FAKE patient tags."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise InputError(f"photometric must be MONOCHROME1 or MONOCHROME2, got {photometric!r}")
     if bits not in (8, 16):

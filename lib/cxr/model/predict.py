@@ -1,8 +1,10 @@
 """Predictors: load a registry model once, run it on 2-D float images, post-process in numpy.
 
-Backends: ``onnx`` (default, ONNX Runtime + numpy; never imports torch), ``torch`` (the same weights
-in eager PyTorch, from ``model.pt`` beside ``model.onnx``) and ``detectron2`` (only when that package
-is importable; maps a Detectron2 RetinaNet's ``pred_boxes``/``scores``/``pred_classes``).
+Backends: ``onnx`` (default, ONNX Runtime + numpy; never imports torch) and ``torch`` (the same
+weights in eager PyTorch, from ``model.pt`` beside ``model.onnx``; for comparisons and the training
+notebook). The seed's Detectron2 backend is not provided: detectron2 does not install from PyPI
+(it builds against a matching torch from source), so no path here could run it or be tested; a
+Detectron2 model is served by exporting it to this registry's ONNX format instead.
 """
 
 from __future__ import annotations
@@ -13,16 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
+import onnxruntime as ort
+
+from cxr.config import Settings, get_settings
 from cxr.errors import ConfigError, InputError
 from cxr.model.anchors import anchors_from_metadata
-from cxr.model.postprocess import Detections, RawOutput, filter_detections, postprocess
+from cxr.model.metadata import ModelMetadata
+from cxr.model.onnx_weights import expand_weights
+from cxr.model.postprocess import Detections, RawOutput, postprocess
 from cxr.model.preprocess import check_image, letterbox
 from cxr.model.registry import read_card, read_metadata, resolve_model_dir, verify_file
 
-__all__ = ["Predictor", "OnnxPredictor", "load_predictor", "clear_cache", "detectron2_to_detections", "BACKENDS"]
+__all__ = ["Predictor", "OnnxPredictor", "load_predictor", "clear_cache", "BACKENDS"]
 
-BACKENDS = ("onnx", "torch", "detectron2")
-_CACHE: dict[tuple[str, str], "Predictor"] = {}
+BACKENDS = ("onnx", "torch")
+_CACHE: dict[tuple[object, ...], Predictor] = {}
 _LOCK = threading.Lock()
 
 
@@ -31,16 +38,16 @@ class Predictor:
 
     backend = "base"
 
-    def __init__(self, model_dir: Path, meta: dict):
+    def __init__(self, model_dir: Path, meta: ModelMetadata):
         self.model_dir = Path(model_dir)
         self.metadata = meta
-        self.classes: tuple[str, ...] = tuple(meta["classes"])
-        self.model_name: str = str(meta["name"])
-        self.model_version: str = str(meta["version"])
+        self.classes: tuple[str, ...] = tuple(meta.classes)
+        self.model_name: str = meta.name
+        self.model_version: str = meta.version
         self.card_markdown: str = read_card(model_dir)
-        self.input_size: int = int(meta.get("input", {}).get("size", 0))
-        self.box_weights = tuple(meta.get("box_coder", {}).get("weights", (1.0, 1.0, 1.0, 1.0)))
-        self._anchors = anchors_from_metadata(meta) if "anchors" in meta else None
+        self.input_size: int = int(meta.input.size)
+        self.box_weights = tuple(meta.box_coder.weights)
+        self._anchors = anchors_from_metadata(meta)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.model_name}:{self.model_version} classes={len(self.classes)}>"
@@ -67,12 +74,16 @@ class Predictor:
         return postprocess(raw, self._anchors, self.classes, score_thr=score_thr, nms_thr=nms_thr,
                            class_thr=class_thr, classes=classes, topk=topk, max_det=max_det, weights=self.box_weights)
 
-    def predict(self, image: np.ndarray, **kwargs) -> Detections:
-        """``postprocess(infer(image), **kwargs)``."""
-        return self.postprocess(self.infer(image), **kwargs)
+    def predict(self, image: np.ndarray, *, score_thr: float = 0.5, nms_thr: float = 0.5,
+                class_thr: Mapping[str, float] | None = None, classes: set[str] | None = None,
+                topk: int = 1000, max_det: int = 100) -> Detections:
+        """``postprocess(infer(image), ...)``."""
+        return self.postprocess(self.infer(image), score_thr=score_thr, nms_thr=nms_thr, class_thr=class_thr,
+                                classes=classes, topk=topk, max_det=max_det)
 
 
-def _check_outputs(model_dir: Path, classes: tuple[str, ...], n_anchors: int, cls_shape, reg_shape) -> None:
+def _check_outputs(model_dir: Path, classes: tuple[str, ...], n_anchors: int, cls_shape: list,
+                   reg_shape: list) -> None:
     n_cls = cls_shape[-1]
     if isinstance(n_cls, int) and n_cls != len(classes):
         raise InputError(f"{model_dir}: model outputs {n_cls} classes but metadata lists {len(classes)} "
@@ -87,13 +98,11 @@ class OnnxPredictor(Predictor):
 
     backend = "onnx"
 
-    def __init__(self, model_dir: Path, meta: dict, *, threads: int | None = None, opt_level: str = "all",
+    def __init__(self, model_dir: Path, meta: ModelMetadata, *, threads: int | None = None, opt_level: str = "all",
                  onnx_file: str | None = None):
         super().__init__(model_dir, meta)
-        import onnxruntime as ort
-
-        info = meta.get("onnx", {})
-        path = self.model_dir / (onnx_file or info.get("file", "model.onnx"))
+        info = meta.onnx
+        path = self.model_dir / (onnx_file or info.file)
         if onnx_file is None:
             verify_file(path, info)
         elif not path.is_file():
@@ -110,9 +119,7 @@ class OnnxPredictor(Predictor):
         so.log_severity_level = 3
         try:
             data = path.read_bytes()
-            if info.get("weights") in ("fp16", "int8") or onnx_file is not None:
-                from cxr.model.onnx_weights import expand_weights
-
+            if info.weights in ("fp16", "int8") or onnx_file is not None:
                 data = expand_weights(data)  # fp16/int8-stored weights -> float32: runs as fast as fp32
             self.session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
@@ -134,20 +141,21 @@ class TorchPredictor(Predictor):
 
     backend = "torch"
 
-    def __init__(self, model_dir: Path, meta: dict, *, module=None):
+    def __init__(self, model_dir: Path, meta: ModelMetadata, *, module: object = None):
         super().__init__(model_dir, meta)
-        import torch
+        import torch  # the `train` extra: serving never imports torch (the onnx backend is the default)
 
         from cxr.model.net import RawRetinaNet, build_retinanet
 
         if module is None:
-            info = meta.get("torch") or {}
-            path = self.model_dir / info.get("file", "model.pt")
+            info = meta.torch
+            path = self.model_dir / (info.file if info is not None else "model.pt")
             if not path.is_file():
                 raise InputError(f"{path}: no torch weights beside the ONNX model (the torch backend needs model.pt; "
                                  "it is kept only for models trained on this machine)")
-            verify_file(path, info)
-            model = build_retinanet(meta["arch"], len(self.classes))
+            if info is not None:
+                verify_file(path, info)
+            model = build_retinanet(meta.arch, len(self.classes))
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 model.load_state_dict(state)
@@ -164,68 +172,23 @@ class TorchPredictor(Predictor):
         return cls_logits.numpy(), deltas.numpy()
 
 
-def detectron2_to_detections(pred_boxes, scores, pred_classes, class_names, **knobs) -> Detections:
-    """Map a Detectron2 ``Instances`` (``pred_boxes`` xyxy, ``scores``, ``pred_classes``) to :class:`Detections`.
-
-    Takes plain arrays (numpy, or anything ``np.asarray`` accepts), applies the same run-time knobs.
-    """
-    return filter_detections(np.asarray(pred_boxes, np.float32), np.asarray(scores, np.float32),
-                             np.asarray(pred_classes, np.int64), list(class_names), **knobs)
-
-
-class Detectron2Predictor(Predictor):
-    """The seed's Detectron2 RetinaNet (config + weights in the model folder); only when detectron2 imports."""
-
-    backend = "detectron2"
-
-    def __init__(self, model_dir: Path, meta: dict):
-        super().__init__(model_dir, meta)
-        try:
-            from detectron2.config import get_cfg
-            from detectron2.engine import DefaultPredictor
-        except ImportError:
-            raise ConfigError("the detectron2 backend needs the detectron2 package, which is not installed",
-                              setting="CXR_PREDICTOR_BACKEND") from None
-        info = meta.get("detectron2") or {}
-        cfg = get_cfg()
-        cfg.merge_from_file(str(self.model_dir / info.get("config", "config.yaml")))
-        cfg.MODEL.WEIGHTS = str(self.model_dir / info.get("weights", "model_final.pth"))
-        cfg.MODEL.DEVICE = "cpu"
-        cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
-        self._predictor = DefaultPredictor(cfg)
-
-    def infer(self, image: np.ndarray) -> RawOutput:
-        img = check_image(image)
-        bgr = np.repeat((img * 255).astype(np.uint8)[..., None], 3, axis=2)
-        inst = self._predictor(bgr)["instances"].to("cpu")
-        return RawOutput(kind="boxes", orig_size=img.shape, boxes=inst.pred_boxes.tensor.numpy(),
-                         scores=inst.scores.numpy(), class_ids=inst.pred_classes.numpy())
-
-
-def load_predictor(settings=None, *, backend: str | None = None, model_dir: str | Path | None = None,
-                   **options) -> Predictor:
-    """The predictor for ``model_dir`` (or settings' model_name/model_version), cached per (dir, backend)."""
-    if settings is None:
-        from cxr.config import get_settings
-
-        settings = get_settings()
+def load_predictor(settings: Settings | None = None, *, backend: str | None = None,
+                   model_dir: str | Path | None = None, threads: int | None = None) -> Predictor:
+    """The predictor for ``model_dir`` (or settings' model_name/model_version), cached per (dir, backend, threads)."""
+    settings = settings or get_settings()
     backend = backend or settings.predictor_backend
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}", setting="CXR_PREDICTOR_BACKEND")
     if model_dir is None:
         model_dir = resolve_model_dir(settings.models_dir, settings.model_name, settings.model_version)
     model_dir = Path(model_dir).resolve()
-    key = (str(model_dir), backend, tuple(sorted(options.items())))
+    key = (str(model_dir), backend, threads)
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
         meta = read_metadata(model_dir)
-        if backend == "detectron2" or meta.get("format") == "detectron2":
-            pred: Predictor = Detectron2Predictor(model_dir, meta)
-        elif backend == "torch":
-            pred = TorchPredictor(model_dir, meta)
-        else:
-            pred = OnnxPredictor(model_dir, meta, **options)
+        pred: Predictor = TorchPredictor(model_dir, meta) if backend == "torch" else \
+            OnnxPredictor(model_dir, meta, threads=threads)
         _CACHE[key] = pred
         return pred
 

@@ -10,11 +10,13 @@ import json
 import re
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from cxr.errors import ConfigError, InputError
+from cxr.model.metadata import Artifact, ModelMetadata
 
 METADATA = "metadata.json"
 CARD = "MODEL_CARD.md"
-REQUIRED_KEYS = ("name", "version", "classes", "format")
 
 
 def version_key(version: str) -> tuple:
@@ -50,21 +52,22 @@ def resolve_model_dir(models_dir: Path, name: str, version: str = "latest") -> P
     return Path(models_dir) / name / version
 
 
-def read_metadata(model_dir: Path) -> dict:
+def read_metadata(model_dir: Path) -> ModelMetadata:
     """Parse and check ``metadata.json`` (a clear :class:`InputError` when missing or malformed)."""
     path = Path(model_dir) / METADATA
     if not path.is_file():
         raise InputError(f"{path}: model metadata missing")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise InputError(f"{path}: metadata lacks {', '.join(missing)}")
-    if not meta["classes"] or len(set(meta["classes"])) != len(meta["classes"]):
-        raise InputError(f"{path}: classes must be a non-empty list of unique names")
-    return meta
+    try:
+        return ModelMetadata.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        what = "lacks" if err.get("type") == "missing" else "has a bad"
+        raise InputError(f"{path}: metadata {what} {where or 'field'} ({err.get('msg', 'invalid')})") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -75,14 +78,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_file(path: Path, expected: dict) -> None:
-    """Check a model file against ``{"bytes": n, "sha256": hex}`` from the metadata."""
+def verify_file(path: Path, expected: Artifact) -> None:
+    """Check a model file against the size and sha256 its metadata records (when it records them)."""
     if not path.is_file():
         raise InputError(f"{path}: model file missing")
     size = path.stat().st_size
-    if "bytes" in expected and size != int(expected["bytes"]):
-        raise InputError(f"{path}: model file has {size} bytes, metadata says {expected['bytes']} (truncated or replaced)")
-    if "sha256" in expected and sha256_file(path) != expected["sha256"]:
+    if expected.bytes is not None and size != expected.bytes:
+        raise InputError(f"{path}: model file has {size} bytes, metadata says {expected.bytes} (truncated or replaced)")
+    if expected.sha256 is not None and sha256_file(path) != expected.sha256:
         raise InputError(f"{path}: model file checksum does not match its metadata (corrupt)")
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from cxr.model.evaluate import EVAL_SEED_BASE
+from cxr.model.phantoms import generate_phantom
+from cxr.model.predict import Predictor
 
 
-def plot_loss(history: list[dict], ax=None):
+def plot_loss(history: list[dict], ax: Axes | None = None) -> Axes:
     """Total, classification and box-regression loss per step (with a moving average)."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.5))
     steps = [h["step"] for h in history]
@@ -27,13 +31,9 @@ def plot_loss(history: list[dict], ax=None):
     return ax
 
 
-def show_examples(predictor, n: int = 4, *, size: int = 512, seed_base: int | None = None, score_thr: float = 0.5):
+def show_examples(predictor: Predictor, n: int = 4, *, size: int = 512, seed_base: int | None = None,
+                  score_thr: float = 0.5) -> Figure:
     """Held-out phantoms with ground truth (green, dashed) and detections (red) side by side."""
-    import matplotlib.pyplot as plt
-
-    from cxr.model.evaluate import EVAL_SEED_BASE
-    from cxr.model.phantoms import generate_phantom
-
     seed_base = EVAL_SEED_BASE if seed_base is None else seed_base
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 4.3))
     for ax, i in zip(np.atleast_1d(axes), range(n)):
@@ -51,10 +51,3 @@ def show_examples(predictor, n: int = 4, *, size: int = 512, seed_base: int | No
     fig.suptitle("green dashed: ground truth, red: detections - synthetic data, not for clinical use", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def load_history(model_dir: str | Path) -> list[dict]:
-    import json
-
-    path = Path(model_dir) / "history.json"
-    return json.loads(path.read_text()) if path.is_file() else []

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from sqlite3 import Connection as SQLiteConnection
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError, SQLAlchemyError
 
+from cxr.config import Settings, get_settings
 from cxr.errors import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -33,7 +42,7 @@ def make_engine(url: str, *, connect_timeout: int = 10, pool_size: int = 5) -> E
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"not a database URL: {redact(url)}", setting="CXR_DB_URL") from None
-    kwargs: dict = {"pool_pre_ping": True, "future": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "future": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +60,7 @@ def make_engine(url: str, *, connect_timeout: int = 10, pool_size: int = 5) -> E
     return engine
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+def _sqlite_pragmas(dbapi_conn: SQLiteConnection, _record: object) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
@@ -84,16 +93,12 @@ def check_connection(engine: Engine) -> None:
         raise ConfigError(f"{describe_error(exc)} ({redact(str(engine.url))})", setting="CXR_DB_URL") from None
 
 
-def engine_from_settings(settings=None) -> Engine:  # noqa: ANN001
-    from cxr.config import get_settings
-
+def engine_from_settings(settings: Settings | None = None) -> Engine:
     s = settings or get_settings()
     return make_engine(s.resolved_db_url, connect_timeout=s.db_connect_timeout)
 
 
-def alembic_config(engine: Engine):  # noqa: ANN201
-    from alembic.config import Config
-
+def alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", str(engine.url).replace("%", "%%"))
@@ -102,9 +107,6 @@ def alembic_config(engine: Engine):  # noqa: ANN201
 
 def upgrade(engine: Engine, revision: str = "head") -> str:
     """Run Alembic migrations up to ``revision``; return the revision now in force."""
-    from alembic import command
-    from alembic.runtime.migration import MigrationContext
-
     check_connection(engine)
     cfg = alembic_config(engine)
     with engine.begin() as conn:
@@ -115,11 +117,20 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def table_names(engine: Engine) -> list[str]:
     return sorted(inspect(engine).get_table_names())
+
+
+@contextmanager
+def reading(what: str = "reading the DB") -> Iterator[None]:
+    """DB errors as one line naming CXR_DB_URL; an unmigrated DB says to run ``cxr db upgrade``."""
+    try:
+        yield
+    except (OperationalError, ProgrammingError) as exc:
+        why = describe_error(exc)
+        hint = " (the DB has no cxr tables: run `cxr db upgrade`)" if "no such table" in why or "doesn't exist" in why else ""
+        raise ConfigError(f"{what} failed: {why}{hint}", setting="CXR_DB_URL") from None

@@ -1,6 +1,6 @@
 """The lake: a small object-store interface with a local-directory and an S3 backend.
 
-Keys are POSIX-style paths under clear prefixes (see :data:`PREFIXES`). Writes are
+Keys are POSIX-style paths under the prefixes of :mod:`cxr.stores.layout`. Writes are
 atomic (a temp file renamed into place locally; a single PUT or a completed multipart
 upload on S3), so a reader never sees half an object.
 """
@@ -14,20 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
+from cxr.config import Settings, get_settings
 from cxr.errors import ConfigError, CxrError
 
-#: Top-level prefixes of the lake, one per kind of object.
-PREFIXES = {
-    "images": "images/",  # stored upload (de-identified DICOM, or original PNG/JPEG), by sha256
-    "renditions": "renditions/",  # PNG rendition for display, by the same sha256
-    "backup": "backup/",  # stage 3 parquet, one run prefix per backup run
-    "exports": "exports/",  # stage 5 exports (COCO) when written to the lake
-    "runs": "runs/",  # executed notebooks: runs/<dag_id>/<logical date>/<task>.ipynb
-}
-
+if TYPE_CHECKING:  # pyarrow is imported only by the readers that need it
+    from pyarrow.fs import FileSystem
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -63,6 +57,7 @@ class Lake(Protocol):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
     def delete(self, key: str) -> None: ...
     def uri(self, key: str) -> str: ...
+    def arrow_filesystem(self) -> tuple[FileSystem, str]: ...
 
 
 class LocalLake:
@@ -144,6 +139,12 @@ class LocalLake:
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
 
+    def arrow_filesystem(self) -> tuple[FileSystem, str]:
+        """A pyarrow filesystem and the lake's base path on it (for parquet readers)."""
+        from pyarrow import fs
+
+        return fs.LocalFileSystem(), str(self.root)
+
 
 class S3Lake:
     """An S3 bucket (AWS or any S3-compatible endpoint) through boto3.
@@ -154,13 +155,14 @@ class S3Lake:
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  region: str | None = None, profile: str | None = None, check: bool = True):
+        # boto3 only for an S3 lake: it costs start-up time on every command with the default directory lake.
         import boto3
         from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}"
-        session = boto3.session.Session(profile_name=profile, region_name=region)
+        self.session = session = boto3.session.Session(profile_name=profile, region_name=region)
         self.client = session.client(
             "s3", endpoint_url=endpoint_url,
             config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
@@ -244,6 +246,20 @@ class S3Lake:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._k(key)}"
 
+    def arrow_filesystem(self) -> tuple[FileSystem, str]:
+        """A pyarrow S3 filesystem on the same endpoint, region and credentials as this adapter."""
+        from pyarrow import fs
+
+        frozen = creds.get_frozen_credentials() if (creds := self.session.get_credentials()) is not None else None
+        meta = self.client.meta
+        kwargs: dict[str, object] = {"region": meta.region_name or self.session.region_name or "us-east-1"}
+        if frozen is not None:
+            kwargs.update(access_key=frozen.access_key, secret_key=frozen.secret_key, session_token=frozen.token)
+        if meta.endpoint_url:  # the endpoint boto3 resolved: AWS's regional one, or CXR_S3_ENDPOINT_URL
+            ep = urlsplit(meta.endpoint_url)
+            kwargs.update(endpoint_override=ep.netloc, scheme=ep.scheme or "https")
+        return fs.S3FileSystem(**kwargs), f"{self.bucket}/{self.prefix}".rstrip("/")
+
 
 def open_lake(url: str, *, endpoint_url: str | None = None, region: str | None = None,
               profile: str | None = None) -> Lake:
@@ -256,8 +272,6 @@ def open_lake(url: str, *, endpoint_url: str | None = None, region: str | None =
     raise ConfigError(f"unknown scheme {parts.scheme!r}", setting="CXR_LAKE_URL")
 
 
-def lake_from_settings(settings=None) -> Lake:  # noqa: ANN001 - Settings, imported lazily
-    from cxr.config import get_settings
-
+def lake_from_settings(settings: Settings | None = None) -> Lake:
     s = settings or get_settings()
     return open_lake(s.resolved_lake_url, endpoint_url=s.s3_endpoint_url, region=s.s3_region, profile=s.aws_profile)

@@ -8,6 +8,8 @@ columns are NULL: a LEFT JOIN, never the seed's inner join, which dropped it.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import Select, select
 
 from cxr.stores.schema import image, pred_bounding_box, transaction
@@ -19,7 +21,7 @@ JOINED_COLUMNS: tuple[str, ...] = IMAGE_COLUMNS + TRANSACTION_COLUMNS + BOX_COLU
 
 
 def joined_rows(*, min_transaction_id: int | None = None, max_transaction_id: int | None = None,
-                before=None) -> Select:  # noqa: ANN001 - datetime
+                before: datetime | None = None) -> Select:
     """image ⋈ transaction ⟕ pred_bounding_box, ordered by (image_id, transaction_id, pred_bbox_id).
 
     ``min_transaction_id`` is exclusive (a watermark), ``max_transaction_id`` inclusive,

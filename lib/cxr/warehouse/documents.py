@@ -7,10 +7,10 @@ A document (collection ``images``, unique on ``image_id``)::
                      mode: "Object Detection",
                      pred_bbox: [{pred_bbox_id, class_id, class_name, score,
                                   box: [x_min, y_min, x_max, y_max]}]}],
-     first_seen, updated_at}
+     created_at, updated_at}
 
 ``transactions`` is sorted by ``transaction_id`` and ``pred_bbox`` by ``pred_bbox_id``;
-``first_seen`` is when cxr first stored the image (``image.created_at``) and ``updated_at`` the
+``created_at`` is when cxr first stored the image (``image.created_at``, the same name) and ``updated_at`` the
 time of the newest transaction in the document. Both follow from the rows alone, so the same rows
 give the same document whether they come from the DB or the backup parquet, in any order, in one
 load or many: that is what makes loads idempotent and a rebuild equal to the incremental result.
@@ -30,7 +30,7 @@ from operator import itemgetter
 
 MODE = "Object Detection"
 IMAGE_FIELDS = ("image_id", "sha256", "bucket", "folder", "image_file", "width", "height")
-DOCUMENT_FIELDS = IMAGE_FIELDS + ("transactions", "first_seen", "updated_at")
+DOCUMENT_FIELDS = IMAGE_FIELDS + ("transactions", "created_at", "updated_at")
 
 
 # -- value normalisation (DB rows, pandas rows and BSON agree) ------------------------------
@@ -112,7 +112,7 @@ def document_from_rows(rows: list[Mapping]) -> dict:
         by_tx.setdefault(_int(r["transaction_id"]), {})[_int(r["pred_bbox_id"])] = r  # type: ignore[index]
     transactions = [transaction_from_rows(list(boxes.values())) for _, boxes in sorted(by_tx.items())]
     return {**_pick(first, _IMAGE_SPEC), "transactions": transactions,
-            "first_seen": bson_time(first["created_at"]), "updated_at": _newest(transactions)}
+            "created_at": bson_time(first["created_at"]), "updated_at": _newest(transactions)}
 
 
 def documents_from_rows(rows: Iterable[Mapping]) -> Iterator[dict]:
@@ -135,7 +135,7 @@ def merge_documents(existing: Mapping, new: Mapping) -> dict:
     """``existing`` with the transactions of ``new`` it lacks (by ``transaction_id``), in order.
 
     Idempotent (``merge(merge(a, b), b) == merge(a, b)``) and order-free on the transactions.
-    Image fields keep the existing values; ``first_seen`` is the earlier of the two.
+    Image fields keep the existing values; ``created_at`` is the earlier of the two.
     """
     if existing["image_id"] != new["image_id"]:
         raise ValueError(f"cannot merge image {new['image_id']} into image {existing['image_id']}")
@@ -146,8 +146,8 @@ def merge_documents(existing: Mapping, new: Mapping) -> dict:
     ]
     transactions.sort(key=itemgetter("transaction_id"))
     merged["transactions"] = transactions
-    firsts = [d.get("first_seen") for d in (existing, new) if d.get("first_seen") is not None]
-    merged["first_seen"] = min(firsts) if firsts else None
+    created = [d.get("created_at") for d in (existing, new) if d.get("created_at") is not None]
+    merged["created_at"] = min(created) if created else None
     merged["updated_at"] = _newest(transactions)
     return merged
 
@@ -165,8 +165,8 @@ def merge_updates(doc: Mapping) -> list[tuple[dict, dict]]:
         update: dict = {"$push": {"transactions": {"$each": [tx], "$sort": {"transaction_id": 1}}}}
         if tx["time"] is not None:
             update["$max"] = {"updated_at": tx["time"]}
-        if doc.get("first_seen") is not None:
-            update["$min"] = {"first_seen": doc["first_seen"]}
+        if doc.get("created_at") is not None:
+            update["$min"] = {"created_at": doc["created_at"]}
         pairs.append(({"image_id": doc["image_id"], "transactions.transaction_id": {"$ne": tx["transaction_id"]}}, update))
     return pairs
 

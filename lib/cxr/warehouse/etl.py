@@ -34,15 +34,34 @@ import heapq
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from itertools import groupby
 from operator import itemgetter
+from typing import Any, Literal
 
-from cxr.errors import ConfigError, CxrError, IntegrityError
+import pandas as pd
+from pymongo import InsertOne, UpdateOne
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, PyMongoError
+from sqlalchemy import Connection, Engine, distinct, func, select
+from tqdm import tqdm
+
+from cxr.config import Settings
+from cxr.errors import CxrError, InputError, IntegrityError
+from cxr.stores import db
+from cxr.stores.backup_reader import read_backup
+from cxr.stores.catalog import Stores
+from cxr.stores.lake import Lake
+from cxr.stores.queries import JOINED_COLUMNS, joined_rows
+from cxr.stores.schema import transaction
+from cxr.stores.warehouse import IMAGES_COLLECTION as COLLECTION
+from cxr.stores.watermark import get_watermark, set_watermark
 from cxr.warehouse.documents import document_from_rows, documents_from_rows, merge_updates
-from cxr.warehouse.state import get_watermark, set_watermark
 
-COLLECTION = "images"
+Mode = Literal["incremental", "rebuild"]
+MODES: tuple[Mode, ...] = ("incremental", "rebuild")
 REBUILD_SUFFIX = "__rebuild"
 DUPLICATE_KEY = 11000
 
@@ -51,7 +70,7 @@ DUPLICATE_KEY = 11000
 class LoadReport:
     """What one ETL run did (the CLI prints :meth:`lines`, the notebook shows :meth:`frame`)."""
 
-    mode: str  # "incremental" | "rebuild"
+    mode: Mode
     watermark_before: int | None
     watermark_after: int | None
     images: int = 0  # documents built from the rows read
@@ -77,9 +96,7 @@ class LoadReport:
                f"took {self.seconds:.2f} s"]
         return out + self.notes
 
-    def frame(self):  # noqa: ANN201 - pandas DataFrame for the notebook
-        import pandas as pd
-
+    def frame(self) -> pd.DataFrame:
         d = asdict(self)
         d.pop("notes")
         d["documents_written"] = self.documents_written
@@ -87,16 +104,13 @@ class LoadReport:
 
 
 # -- writing ----------------------------------------------------------------------------------
-def ensure_indexes(collection) -> None:  # noqa: ANN001 - pymongo Collection
+def ensure_indexes(collection: Collection) -> None:
     """The unique index on ``image_id`` (idempotent); it is what makes concurrent loads safe."""
     collection.create_index([("image_id", 1)], unique=True, name="image_id_unique")
 
 
-def write_batch(collection, docs: list[dict]) -> dict[str, int]:  # noqa: ANN001
+def write_batch(collection: Collection, docs: list[dict]) -> dict[str, int]:
     """Insert the new documents and merge the others, in one unordered ``bulk_write``; return counts."""
-    from pymongo import InsertOne, UpdateOne
-    from pymongo.errors import BulkWriteError
-
     if not docs:
         return {"inserted": 0, "merged": 0, "transactions_added": 0}
     ids = [d["image_id"] for d in docs]
@@ -123,17 +137,13 @@ def write_batch(collection, docs: list[dict]) -> dict[str, int]:  # noqa: ANN001
     return {"inserted": inserted, "merged": len(merge), "transactions_added": added}
 
 
-def write_documents(collection, docs: Iterable[dict], *, batch_size: int, progress: bool = False,  # noqa: ANN001
+def write_documents(collection: Collection, docs: Iterable[dict], *, batch_size: int, progress: bool = False,
                     total: int | None = None, report: LoadReport) -> None:
     """Write ``docs`` in batches of ``batch_size`` (one ``bulk_write`` each), with a progress bar.
 
     One batch is written (in a worker thread) while the next is read and built: at most one in
     flight. Batches never share an image (the rows come grouped by image), so they are independent.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
     def account(batch: list[dict], counts: dict[str, int]) -> None:
         report.images += len(batch)
         report.transactions += sum(len(d["transactions"]) for d in batch)
@@ -141,8 +151,6 @@ def write_documents(collection, docs: Iterable[dict], *, batch_size: int, progre
         report.merged += counts["merged"]
         report.transactions_added += counts["transactions_added"]
         bar.update(len(batch))
-
-    from pymongo.errors import PyMongoError
 
     try:
         with (tqdm(total=total, unit="img", desc=f"warehouse {report.mode}", disable=not progress, file=sys.stderr) as bar,
@@ -170,12 +178,8 @@ def _batched(items: Iterable[dict], n: int) -> Iterator[list[dict]]:
 
 
 # -- reading the DB ---------------------------------------------------------------------------
-def _window(conn, watermark: int | None) -> tuple[int | None, int]:  # noqa: ANN001
+def _window(conn: Connection, watermark: int | None) -> tuple[int | None, int]:
     """(highest transaction_id, number of images) of the transactions above ``watermark``."""
-    from sqlalchemy import distinct, func, select
-
-    from cxr.stores.schema import transaction
-
     q = select(func.max(transaction.c.transaction_id), func.count(distinct(transaction.c.image_id)))
     if watermark is not None:
         q = q.where(transaction.c.transaction_id > watermark)
@@ -183,12 +187,8 @@ def _window(conn, watermark: int | None) -> tuple[int | None, int]:  # noqa: ANN
     return (None if hi is None else int(hi)), int(images)
 
 
-def _check_not_behind(conn, watermark: int | None) -> None:  # noqa: ANN001
+def _check_not_behind(conn: Connection, watermark: int | None) -> None:
     """Refuse to load when the DB's ids are below the watermark: they were reused, or it is another DB."""
-    from sqlalchemy import func, select
-
-    from cxr.stores.schema import transaction
-
     if watermark is None:
         return
     top = conn.execute(select(func.max(transaction.c.transaction_id))).scalar_one()
@@ -197,66 +197,33 @@ def _check_not_behind(conn, watermark: int | None) -> None:  # noqa: ANN001
                              "its ids were reused or it is another DB; run `cxr warehouse --rebuild`")
 
 
-def _counting(rows: Iterable, report: LoadReport) -> Iterator[Mapping]:
-    for row in rows:
-        report.db_rows += 1
-        yield row._mapping
-
-
-def _db_rows(conn, *, min_id: int | None, max_id: int, batch_size: int, report: LoadReport) -> Iterator[Mapping]:  # noqa: ANN001
-    from cxr.stores.queries import joined_rows
-
+def _db_rows(conn: Connection, *, min_id: int | None, max_id: int, batch_size: int,
+             report: LoadReport) -> Iterator[Mapping[str, Any]]:
     result = conn.execution_options(yield_per=max(1000, batch_size * 10)).execute(
         joined_rows(min_transaction_id=min_id, max_transaction_id=max_id))
-    return _counting(result, report)
-
-
-@contextmanager
-def _reading_db() -> Iterator[None]:
-    """DB errors as one line naming CXR_DB_URL (an unmigrated DB says to run `cxr db upgrade`)."""
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
-    from cxr.stores.db import describe_error
-
-    try:
-        yield
-    except (OperationalError, ProgrammingError) as exc:
-        why = describe_error(exc)
-        hint = " (no cxr tables: run `cxr db upgrade`)" if "no such table" in why or "doesn't exist" in why else ""
-        raise ConfigError(f"reading the DB failed: {why}{hint}", setting="CXR_DB_URL") from None
+    for row in result:
+        report.db_rows += 1
+        yield row._mapping
 
 
 def _auto_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
-def _open(settings, engine, database):  # noqa: ANN001, ANN202
-    from cxr.config import get_settings
-
-    s = settings or get_settings()
-    if engine is None:
-        from cxr.stores.db import engine_from_settings
-
-        engine = engine_from_settings(s)
-    if database is None:
-        from cxr.stores.warehouse import database_from_settings
-
-        database = database_from_settings(s)
-    return s, engine, database
-
-
 # -- the jobs ---------------------------------------------------------------------------------
-def run_incremental(settings=None, *, engine=None, database=None, batch_size: int | None = None,  # noqa: ANN001
+def run_incremental(settings: Settings | None = None, *, stores: Stores | None = None, engine: Engine | None = None,
+                    database: Database | None = None, batch_size: int | None = None,
                     progress: bool | None = None) -> LoadReport:
     """Load the transactions above the watermark; return what was done (see the module docstring)."""
-    s, engine, database = _open(settings, engine, database)
-    size = batch_size or s.warehouse_batch_size
+    stores = stores or Stores.open(settings, engine=engine, warehouse=database)
+    size = batch_size or stores.settings.warehouse_batch_size
     started = time.perf_counter()
+    database = stores.warehouse
     collection = database[COLLECTION]
     ensure_indexes(collection)
     before = get_watermark(database)
     report = LoadReport("incremental", before, before)
-    with _reading_db(), engine.connect() as conn:
+    with db.reading(), stores.engine.connect() as conn:
         _check_not_behind(conn, before)
         hi, n_images = _window(conn, before)
         if hi is not None:
@@ -271,54 +238,46 @@ def run_incremental(settings=None, *, engine=None, database=None, batch_size: in
     return report
 
 
-def backup_rows(frame) -> Iterator[dict]:  # noqa: ANN001 - pandas DataFrame with JOINED_COLUMNS
+def backup_rows(frame: pd.DataFrame) -> Iterator[dict[str, Any]]:
     """The backup frame's rows as dicts, in its order (``read_backup`` sorts by image, transaction, box)."""
-    from cxr.stores.queries import JOINED_COLUMNS
-
     cols = list(JOINED_COLUMNS)
     for values in frame[cols].itertuples(index=False, name=None):
         yield dict(zip(cols, values))
 
 
-def merged_documents(backup: Iterable[Mapping], db: Iterable[Mapping]) -> Iterator[dict]:
+def merged_documents(backup: Iterable[Mapping[str, Any]], db_rows: Iterable[Mapping[str, Any]]) -> Iterator[dict]:
     """One document per image from two row streams each sorted by ``image_id`` (pure).
 
     A row present in both (a transaction backed up but not purged yet) counts once; the DB's copy
     wins. Streams: one image's rows in memory at a time.
     """
-    from itertools import groupby
-
-    stream = heapq.merge(backup, db, key=itemgetter("image_id"))  # stable: backup rows first, DB rows override
+    stream = heapq.merge(backup, db_rows, key=itemgetter("image_id"))  # stable: backup rows first, DB rows override
     for _, rows in groupby(stream, key=itemgetter("image_id")):
         yield document_from_rows(list(rows))
 
 
-def run_rebuild(settings=None, *, engine=None, database=None, lake=None, batch_size: int | None = None,  # noqa: ANN001
+def run_rebuild(settings: Settings | None = None, *, stores: Stores | None = None, engine: Engine | None = None,
+                database: Database | None = None, lake: Lake | None = None, batch_size: int | None = None,
                 progress: bool | None = None) -> LoadReport:
     """Rebuild every document from the backup parquet plus the live DB, then swap it in."""
-    from cxr.backup.restore import read_backup
-
-    s, engine, database = _open(settings, engine, database)
-    if lake is None:
-        from cxr.stores.lake import lake_from_settings
-
-        lake = lake_from_settings(s)
-    size = batch_size or s.warehouse_batch_size
+    stores = stores or Stores.open(settings, engine=engine, lake=lake, warehouse=database)
+    size = batch_size or stores.settings.warehouse_batch_size
     started = time.perf_counter()
+    database = stores.warehouse
     before = get_watermark(database)
     report = LoadReport("rebuild", before, before)
-    frame = read_backup(lake, s)
+    frame = read_backup(stores.lake)
     report.backup_rows = len(frame)
     staging = database[COLLECTION + REBUILD_SUFFIX]
     staging.drop()
     ensure_indexes(staging)
-    with _reading_db(), engine.connect() as conn:
+    with db.reading(), stores.engine.connect() as conn:
         hi, _ = _window(conn, None)
         backup_hi = int(frame["transaction_id"].max()) if len(frame) else None
         top = max((v for v in (hi, backup_hi) if v is not None), default=None)
         total = len(set(frame["image_id"].astype("int64").tolist()) | set(_db_image_ids(conn)))
-        db = _db_rows(conn, min_id=None, max_id=hi, batch_size=size, report=report) if hi is not None else iter(())
-        write_documents(staging, merged_documents(backup_rows(frame), db), batch_size=size,
+        live = _db_rows(conn, min_id=None, max_id=hi, batch_size=size, report=report) if hi is not None else iter(())
+        write_documents(staging, merged_documents(backup_rows(frame), live), batch_size=size,
                         progress=_auto_progress(progress), total=total, report=report)
     staging.rename(COLLECTION, dropTarget=True)
     if top is not None:
@@ -327,26 +286,21 @@ def run_rebuild(settings=None, *, engine=None, database=None, lake=None, batch_s
     return report
 
 
-def _db_image_ids(conn) -> list[int]:  # noqa: ANN001
-    from sqlalchemy import select
-
-    from cxr.stores.schema import transaction
-
+def _db_image_ids(conn: Connection) -> list[int]:
     return [int(r[0]) for r in conn.execute(select(transaction.c.image_id).distinct())]
 
 
-def run(mode: str = "incremental", settings=None, **kwargs) -> LoadReport:  # noqa: ANN001, ANN003
-    """The notebook's entry point: ``mode`` is ``incremental`` or ``rebuild``."""
-    from cxr.errors import InputError
-
+def run(mode: str = "incremental", settings: Settings | None = None, *, stores: Stores | None = None,
+        batch_size: int | None = None, progress: bool | None = None) -> LoadReport:
+    """The notebook's and the CLI's entry point: ``mode`` is ``incremental`` or ``rebuild``."""
     if mode == "incremental":
-        return run_incremental(settings, **kwargs)
+        return run_incremental(settings, stores=stores, batch_size=batch_size, progress=progress)
     if mode == "rebuild":
-        return run_rebuild(settings, **kwargs)
-    raise InputError(f"unknown mode {mode!r}: use incremental or rebuild")
+        return run_rebuild(settings, stores=stores, batch_size=batch_size, progress=progress)
+    raise InputError(f"unknown mode {mode!r}: use {' or '.join(MODES)}")
 
 
-def sample_document(database, image_id: int | None = None) -> dict | None:  # noqa: ANN001
+def sample_document(database: Database, image_id: int | None = None) -> dict | None:
     """One stored document (the newest image, or ``image_id``), without ``_id``, for display."""
     coll = database[COLLECTION]
     if image_id is not None:

@@ -1,27 +1,69 @@
-"""Read the backup parquet back from the lake with pyarrow (no Spark, no JVM).
+"""The backup parquet in the lake: the run manifest, and reading the rows back with pyarrow (no Spark).
+
+Stage 3 (:mod:`cxr.backup`) writes the runs; the backup's verification, the warehouse rebuild,
+``cxr lake gc`` and the pipeline report read them through this module.
 
 Only committed runs count: a manifest under ``backup/manifests/`` whose run prefix holds
 ``_SUCCESS``. Each run is read from the files its manifest lists (no listing of the run's
 directories), with hive partitioning, so a lookup by ``image_id`` opens only the footers and the
 row groups whose statistics can hold that id (or, in the seed's layout, only that image's
-directory). Used by ``cxr backup restore``, the backup's verification and the warehouse rebuild.
+directory).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cxr.backup.manifest import MANIFESTS_PREFIX, Manifest
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+from sqlalchemy import BigInteger, DateTime, Float, Integer
+
+from cxr.stores import layout
+from cxr.stores.lake import Lake
 from cxr.stores.queries import JOINED_COLUMNS
 from cxr.stores.schema import TABLES
 
 
-def arrow_schema():  # noqa: ANN201 - pyarrow.Schema
-    """The canonical pyarrow schema of ``JOINED_COLUMNS`` (the same types the Spark job writes)."""
-    import pyarrow as pa
-    from sqlalchemy import BigInteger, DateTime, Float, Integer
+@dataclass
+class Manifest:
+    """What one backup run wrote. Immutable once ``_SUCCESS`` exists; the purge adds a separate record."""
 
+    run_id: str
+    layout: str
+    before: str  # ISO datetime (exclusive upper bound on transaction.time)
+    created_at: str
+    source: str  # DB dialect the rows came from (no URL, no credentials)
+    summary: dict[str, Any]
+    partitions: list[dict[str, Any]] = field(default_factory=list)  # {partition values..., "rows": n}
+    files: list[dict[str, Any]] = field(default_factory=list)  # {"key": ..., "size": ...}, keys relative to the lake
+    transaction_id_range: tuple[int, int] | None = None
+    engine: str = "spark"
+
+    @property
+    def prefix(self) -> str:
+        return layout.backup_run_prefix(self.layout, self.run_id)
+
+    @property
+    def success_key(self) -> str:
+        return self.prefix + layout.SUCCESS
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        raw = json.loads(data)
+        if raw.get("transaction_id_range") is not None:
+            raw["transaction_id_range"] = tuple(raw["transaction_id_range"])
+        return cls(**raw)
+
+
+def arrow_schema() -> pa.Schema:
+    """The canonical pyarrow schema of ``JOINED_COLUMNS`` (the same types the Spark job writes)."""
     types: dict[str, Any] = {}
     for table in TABLES:
         for col in table.columns:
@@ -32,44 +74,19 @@ def arrow_schema():  # noqa: ANN201 - pyarrow.Schema
     return pa.schema([(c, types[c]) for c in JOINED_COLUMNS])
 
 
-def arrow_filesystem(lake, settings=None):  # noqa: ANN001, ANN201 - Lake, Settings -> (FileSystem, base path)
-    """A pyarrow filesystem and base path for the lake (local directory or S3 with the lake's endpoint)."""
-    from pyarrow import fs
-
-    from cxr.stores.lake import LocalLake
-
-    if isinstance(lake, LocalLake):
-        return fs.LocalFileSystem(), str(lake.root)
-    import boto3
-
-    from cxr.config import get_settings
-
-    s = settings or get_settings()
-    session = boto3.session.Session(profile_name=s.aws_profile, region_name=s.s3_region)
-    creds = session.get_credentials()
-    frozen = creds.get_frozen_credentials() if creds is not None else None
-    meta = lake.client.meta  # the endpoint and region the lake adapter itself talks to
-    kwargs: dict[str, Any] = {"region": meta.region_name or session.region_name or "us-east-1"}
-    if frozen is not None:
-        kwargs.update(access_key=frozen.access_key, secret_key=frozen.secret_key, session_token=frozen.token)
-    endpoint = meta.endpoint_url or s.s3_endpoint_url
-    if endpoint:
-        from urllib.parse import urlsplit
-
-        ep = urlsplit(endpoint)
-        kwargs.update(endpoint_override=ep.netloc, scheme=ep.scheme or "https")
-    base = f"{lake.bucket}/{lake.prefix}".rstrip("/")
-    return fs.S3FileSystem(**kwargs), base
-
-
-def list_manifests(lake) -> tuple[list[Manifest], set[str], set[str]]:  # noqa: ANN001
+def list_manifests(lake: Lake) -> tuple[list[Manifest], set[str], set[str]]:
     """All manifests in the lake, the run ids that are committed (``_SUCCESS``) and those purged."""
-    manifests, purged, success = [], set(), set()
-    for info in lake.list(MANIFESTS_PREFIX):
-        name = info.key[len(MANIFESTS_PREFIX):]
-        if name.endswith(".purged.json"):
-            purged.add(name[: -len(".purged.json")])
-        elif name.endswith(".json"):
+    manifests: list[Manifest] = []
+    purged: set[str] = set()
+    success: set[str] = set()
+    for info in lake.list(layout.MANIFESTS_PREFIX):
+        parsed = layout.parse_manifest_key(info.key)
+        if parsed is None:
+            continue
+        run_id, is_purge_record = parsed
+        if is_purge_record:
+            purged.add(run_id)
+        else:
             manifests.append(Manifest.from_json(lake.get(info.key)))
     for m in manifests:
         if lake.exists(m.success_key):
@@ -78,19 +95,16 @@ def list_manifests(lake) -> tuple[list[Manifest], set[str], set[str]]:  # noqa: 
     return manifests, success, purged
 
 
-def committed_runs(lake) -> list[Manifest]:  # noqa: ANN001
+def committed_runs(lake: Lake) -> list[Manifest]:
     """Manifests of the runs whose write completed (``_SUCCESS`` present), oldest first."""
     manifests, success, _ = list_manifests(lake)
     return [m for m in manifests if m.run_id in success]
 
 
-def read_run(lake, manifest: Manifest, settings=None, image_ids: Iterable[int] | None = None,  # noqa: ANN001
-             columns: Iterable[str] | None = None):  # noqa: ANN201 - pyarrow.Table
+def read_run(lake: Lake, manifest: Manifest, image_ids: Iterable[int] | None = None,
+             columns: Iterable[str] | None = None) -> pa.Table:
     """One run's rows as a pyarrow Table with canonical types, optionally only some images/columns."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    filesystem, base = arrow_filesystem(lake, settings)
+    filesystem, base = lake.arrow_filesystem()
     schema = arrow_schema()
     cols = list(columns or JOINED_COLUMNS)
     paths = [f"{base}/{f['key']}" for f in manifest.files if f["key"].endswith(".parquet")]
@@ -107,18 +121,15 @@ def read_run(lake, manifest: Manifest, settings=None, image_ids: Iterable[int] |
     return table.cast(pa.schema([schema.field(c) for c in cols]))
 
 
-def read_backup(lake, settings=None, image_ids: Iterable[int] | None = None):  # noqa: ANN001, ANN201
+def read_backup(lake: Lake, image_ids: Iterable[int] | None = None) -> pd.DataFrame:
     """Every committed backup row (or only ``image_ids``') as a pandas DataFrame with ``JOINED_COLUMNS``.
 
     Ids are nullable integers (``Int64``: a transaction without boxes has ``<NA>`` box columns;
     test with ``pandas.isna``), times are naive UTC ``datetime64``. Rows are unique by
     (transaction_id, pred_bbox_id) even if two runs overlapped, and sorted by image, transaction, box.
     """
-    import pandas as pd
-    import pyarrow as pa
-
     ids = None if image_ids is None else list(image_ids)
-    tables = [read_run(lake, m, settings, ids) for m in committed_runs(lake)]
+    tables = [read_run(lake, m, ids) for m in committed_runs(lake)]
     table = pa.concat_tables(tables) if tables else arrow_schema().empty_table()
     mapper = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}.get
     frame = table.to_pandas(types_mapper=mapper)

@@ -36,6 +36,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
+from cxr.config import Settings
+
 # PS3.15 Table E.1-1, basic profile, action X (remove) for attributes that carry identity
 # or free text; the generic VR rules below catch the rest (PN, AS, text VRs, UIDs, dates).
 REMOVE = frozenset({
@@ -87,16 +89,13 @@ METHOD_CODES = (
 MAX_SHIFT_DAYS = 3650
 
 
-def load_key(settings) -> bytes:  # noqa: ANN001 - Settings
+def load_key(settings: Settings) -> bytes:
     """The HMAC key: CXR_DEID_KEY, or a random key made once under ``<data_dir>/secrets/``.
 
     Several hosts that must map UIDs the same way share CXR_DEID_KEY (a secret, never in git).
     """
-    value = getattr(settings, "deid_key", None)
-    if value is not None:
-        raw = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-        if raw:
-            return raw.encode()
+    if settings.deid_key is not None and (raw := settings.deid_key.get_secret_value()):
+        return raw.encode()
     path = Path(settings.data_dir) / "secrets" / KEY_ENV_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

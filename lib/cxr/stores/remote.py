@@ -13,13 +13,19 @@ the default keys in ``~/.ssh``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import shlex
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import paramiko
+from sshtunnel import BaseSSHTunnelForwarderError, SSHTunnelForwarder
+
+from cxr.config import Settings, get_settings
 from cxr.errors import ConfigError, CxrError
 
 CONNECT_TIMEOUT_S = 15.0
@@ -36,9 +42,7 @@ class SSHTarget:
     known_hosts: Path | None = None
 
     @classmethod
-    def from_settings(cls, settings=None) -> SSHTarget:  # noqa: ANN001 - Settings, imported lazily
-        from cxr.config import get_settings
-
+    def from_settings(cls, settings: Settings | None = None) -> SSHTarget:
         s = settings or get_settings()
         if not s.ssh_host:
             raise ConfigError("no SSH host configured", setting="CXR_SSH_HOST")
@@ -92,32 +96,24 @@ class RemoteResult:
 
 
 class _UnknownHostKey(Exception):
-    def __init__(self, hostname: str, key) -> None:  # noqa: ANN001
+    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
         super().__init__(hostname)
         self.hostname = hostname
         self.key = key
 
 
-def _reject_policy():  # noqa: ANN202
-    import paramiko
+class _RejectUnknownHosts(paramiko.MissingHostKeyPolicy):
+    """Never trust a host key that is not in known_hosts (paramiko's AutoAddPolicy is never used)."""
 
-    class Reject(paramiko.MissingHostKeyPolicy):
-        def missing_host_key(self, client, hostname, key):  # noqa: ANN001, ANN201
-            raise _UnknownHostKey(hostname, key)
-
-    return Reject()
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise _UnknownHostKey(hostname, key)
 
 
-def _fingerprint(key) -> str:  # noqa: ANN001
-    import base64
-    import hashlib
-
+def _fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
-def _load_host_keys(target: SSHTarget):  # noqa: ANN202
-    import paramiko
-
+def _load_host_keys(target: SSHTarget) -> paramiko.HostKeys:
     path = target.known_hosts_file
     if not path.is_file():
         raise ConfigError(f"known_hosts file {path} does not exist", setting="CXR_SSH_KNOWN_HOSTS")
@@ -136,17 +132,15 @@ def _key_filename(target: SSHTarget) -> str | None:
     return str(path)
 
 
-def connect(target: SSHTarget, *, timeout: float = CONNECT_TIMEOUT_S):  # noqa: ANN201
+def connect(target: SSHTarget, *, timeout: float = CONNECT_TIMEOUT_S) -> paramiko.SSHClient:
     """An authenticated ``paramiko.SSHClient`` whose host key matched known_hosts."""
-    import paramiko
-
     key_filename = _key_filename(target)
     host_keys = _load_host_keys(target)
     client = paramiko.SSHClient()
     for name, keys in host_keys.items():
         for key_type, key in keys.items():
             client.get_host_keys().add(name, key_type, key)
-    client.set_missing_host_key_policy(_reject_policy())
+    client.set_missing_host_key_policy(_RejectUnknownHosts())
     try:
         client.connect(target.host, port=target.port, username=target.user, key_filename=key_filename,
                        timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
@@ -172,9 +166,9 @@ def connect(target: SSHTarget, *, timeout: float = CONNECT_TIMEOUT_S):  # noqa: 
 
 
 @contextlib.contextmanager
-def session(target: SSHTarget, **kwargs) -> Iterator:  # noqa: ANN003
+def session(target: SSHTarget, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[paramiko.SSHClient]:
     """``with session(target) as client:`` reuse one connection for several calls."""
-    client = connect(target, **kwargs)
+    client = connect(target, timeout=timeout)
     try:
         yield client
     finally:
@@ -193,7 +187,7 @@ def _lines(buffer: str, chunk: str, emit: Callable[[str], None] | None) -> str:
 def run_remote(target: SSHTarget, command: str | list[str], *, env: dict[str, str] | None = None,
                cwd: str | None = None, timeout: float | None = None,
                on_stdout: Callable[[str], None] | None = None, on_stderr: Callable[[str], None] | None = None,
-               check: bool = False, client=None) -> RemoteResult:  # noqa: ANN001
+               check: bool = False, client: paramiko.SSHClient | None = None) -> RemoteResult:
     """Run ``command`` on the SSH host; stream each output line to the callbacks; return its exit status.
 
     ``command`` as a list is shell-quoted; ``env`` and ``cwd`` are applied in the remote shell.
@@ -247,7 +241,7 @@ def run_remote(target: SSHTarget, command: str | list[str], *, env: dict[str, st
     return result
 
 
-def put_file(target: SSHTarget, local: Path, remote: str, *, client=None) -> None:  # noqa: ANN001
+def put_file(target: SSHTarget, local: Path, remote: str, *, client: paramiko.SSHClient | None = None) -> None:
     """Upload ``local`` to ``remote`` (parent directories created); the file appears atomically."""
     own = client is None
     client = client or connect(target)
@@ -263,7 +257,7 @@ def put_file(target: SSHTarget, local: Path, remote: str, *, client=None) -> Non
             client.close()
 
 
-def get_file(target: SSHTarget, remote: str, local: Path, *, client=None) -> None:  # noqa: ANN001
+def get_file(target: SSHTarget, remote: str, local: Path, *, client: paramiko.SSHClient | None = None) -> None:
     """Download ``remote`` to ``local`` (written under a temp name, then renamed)."""
     own = client is None
     client = client or connect(target)
@@ -282,7 +276,7 @@ def get_file(target: SSHTarget, remote: str, local: Path, *, client=None) -> Non
             client.close()
 
 
-def _sftp_makedirs(sftp, path: PurePosixPath) -> None:  # noqa: ANN001
+def _sftp_makedirs(sftp: paramiko.SFTPClient, path: PurePosixPath) -> None:
     if str(path) in ("", ".", "/"):
         return
     try:
@@ -300,8 +294,6 @@ def open_tunnel(target: SSHTarget, remote_host: str, remote_port: int, *, local_
     Yields ``(local_host, local_port)``. The SSH host's key is checked against known_hosts
     first (clear errors), and the tunnel's own connection is pinned to that key.
     """
-    from sshtunnel import BaseSSHTunnelForwarderError, SSHTunnelForwarder
-
     connect(target, timeout=timeout).close()  # preflight: host key, auth, reachability -> ConfigError
     known = _load_host_keys(target).lookup(target.host_key_name) or {}
     host_key = next(iter(known.values()), None)

@@ -1,4 +1,4 @@
-"""The warehouse ETL's state: the watermark, in the ``etl_state`` collection.
+"""The warehouse's watermark, in its ``etl_state`` collection (shared by stages 3, 4 and 5).
 
 The watermark is the highest ``transaction_id`` loaded into the ``images`` collection. The
 incremental load reads only transactions above it; the backup purge (stage 3) refuses to delete
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from pymongo.database import Database
+
 STATE_COLLECTION = "etl_state"
 STATE_ID = "images"  # the collection whose load the watermark describes
 
 
-def get_watermark(database) -> int | None:  # noqa: ANN001 - pymongo Database
+def get_watermark(database: Database) -> int | None:
     """Highest ``transaction_id`` loaded into the warehouse, or ``None`` when nothing was loaded."""
     doc = database[STATE_COLLECTION].find_one({"_id": STATE_ID}, {"watermark": 1})
     if doc is None or doc.get("watermark") is None:
@@ -24,7 +26,7 @@ def get_watermark(database) -> int | None:  # noqa: ANN001 - pymongo Database
     return int(doc["watermark"])
 
 
-def set_watermark(database, value: int, *, monotonic: bool = True) -> int | None:  # noqa: ANN001
+def set_watermark(database: Database, value: int, *, monotonic: bool = True) -> int | None:
     """Record ``value`` as the watermark; return the watermark now in force.
 
     ``monotonic`` (the default, used by incremental loads) only ever raises it (``$max``), so two
@@ -39,6 +41,6 @@ def set_watermark(database, value: int, *, monotonic: bool = True) -> int | None
     return get_watermark(database)
 
 
-def clear_watermark(database) -> None:  # noqa: ANN001
+def clear_watermark(database: Database) -> None:
     """Forget the watermark (the next incremental load reads every transaction in the DB)."""
     database[STATE_COLLECTION].delete_one({"_id": STATE_ID})
