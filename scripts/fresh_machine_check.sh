@@ -34,13 +34,18 @@ for arg in "$@"; do
     --rebuild) rebuild=1 ;;
     --keep) keep=1 ;;
     --no-local-index) local_index=0 ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "fresh-machine: unknown option '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "fresh-machine: must run as root (debootstrap, mount, chroot): sudo bash $0 $*" >&2; exit 2; }
-for tool in debootstrap chroot git mount flock; do
-  command -v "$tool" > /dev/null || { echo "fresh-machine: $tool not found (Debian: apt-get install debootstrap)" >&2; exit 2; }
+if ! command -v debootstrap > /dev/null; then  # a fresh CI machine: install it (Debian's own package)
+  echo "fresh-machine: installing debootstrap" >&2
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap; } > /dev/null 2>&1 \
+    || { echo "fresh-machine: debootstrap is missing and apt-get could not install it" >&2; exit 2; }
+fi
+for tool in debootstrap chroot git mount flock findmnt; do
+  command -v "$tool" > /dev/null || { echo "fresh-machine: $tool not found" >&2; exit 2; }
 done
 
 BASE="$CACHE/$SUITE-minbase"
@@ -102,8 +107,10 @@ network_into() {  # DIR: what this workplace's network needs, copied from the ho
   for f in /etc/apt/apt.conf.d/99artifact-registry /etc/apt/apt.conf.d/99farm-no-dep11; do
     [ -f "$f" ] && cp "$f" "$root/etc/apt/apt.conf.d/"
   done
-  mkdir -p "$root/usr/local/share/ca-certificates"
+  # The proxy's CA: as local certificates (kept when a package regenerates the bundle) and the bundle itself.
+  mkdir -p "$root/usr/local/share/ca-certificates" "$root/etc/ssl/certs"
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" 2>/dev/null || true
+  cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
   if [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$root/etc/pip.conf"; fi
   if [ -d /etc/xdg/pip ]; then mkdir -p "$root/etc/xdg"; rm -rf "$root/etc/xdg/pip"; cp -r /etc/xdg/pip "$root/etc/xdg/pip"; fi
 }
