@@ -22,7 +22,10 @@ def _all_bytes(root) -> bytes:
 
 
 def test_a_dicom_named_after_its_patient_leaves_no_identifier(run_cxr, make_settings, tmp_path):
+    from sqlalchemy import select
+
     from cxr.stores.db import engine_from_settings, upgrade
+    from cxr.stores.schema import TABLES
     from cxr.stores.warehouse import database_from_settings
 
     settings = make_settings()
@@ -42,12 +45,14 @@ def test_a_dicom_named_after_its_patient_leaves_no_identifier(run_cxr, make_sett
     assert summary["n_stored"] == 1 and summary["stored"][0]["path"].endswith("CXR.dcm")
 
     documents = repr(list(database_from_settings(settings)["images"].find({}, {"_id": 0})))
+    with engine_from_settings(settings).connect() as conn:
+        rows = [repr(tuple(r)) for table in TABLES for r in conn.execute(select(table))]
     haystacks = {
-        "DB": (settings.data_dir / "cxr.db").read_bytes(),
+        "DB": "\n".join(rows).encode(),
         "lake": _all_bytes(settings.data_dir / "lake"),
         "warehouse": documents.encode(),
         "mart": _all_bytes(tmp_path / "mart"),
-        "any file under the data dir": _all_bytes(settings.data_dir),
+        "any file under the data dir (the SQLite file and its WAL too)": _all_bytes(settings.data_dir),
         "output": "\n".join(r.stdout + r.stderr for r in outputs).encode(),
     }
     assert b"CXR.dcm" in haystacks["DB"]  # the masked name is stored ...

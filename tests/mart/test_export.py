@@ -180,7 +180,8 @@ def test_documents_made_by_the_warehouse_transform_export(warehouse_db, local_la
         base = {"image_id": image_id, "sha256": sha, "bucket": "lake", "folder": f"images/{sha[:2]}",
                 "image_file": f"{sha}.dicom", "width": 50, "height": 40, "source_format": "dicom",
                 "created_at": datetime(2024, 6, 1), "transaction_id": image_id, "time": datetime(2024, 6, 1, image_id),
-                "cs_thr": 0.5, "nms_thr": 0.5, "model_version": "3", "run_id": "r"}
+                "cs_thr": 0.5, "nms_thr": 0.5, "model_version": "3", "run_id": "r", "study_key": None,
+                "patient_key": None, "source": "ingest", "skip_reason": None}
         nulls = dict.fromkeys(("pred_bbox_id", "pred_class", "class_id", "pred_cs", "x_min", "y_min", "x_max", "y_max"))
         if image_id == 1:  # two boxes
             rows += [{**base, "pred_bbox_id": 10 + k, "pred_class": CLASSES[k], "class_id": k, "pred_cs": 0.9,

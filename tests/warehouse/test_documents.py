@@ -30,7 +30,8 @@ def row(image_id: int, tid: int, bid: int | None, *, when: datetime | None = Non
          "cs_thr": 0.5, "nms_thr": 0.45, "model_version": "cxr-demo/1", "run_id": "r1",
          "pred_bbox_id": bid, "pred_class": cls if bid else None, "class_id": 2 if bid else None,
          "pred_cs": 0.75 if bid else None, "x_min": 1.0 if bid else None, "y_min": 2.0 if bid else None,
-         "x_max": 3.5 if bid else None, "y_max": 4.5 if bid else None}
+         "x_max": 3.5 if bid else None, "y_max": 4.5 if bid else None,
+         "study_key": None, "patient_key": None, "source": "ingest", "skip_reason": None}
     assert set(r) == set(JOINED_COLUMNS)
     return r
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import logging
-import time
 import uuid
 
 import ipywidgets as w
@@ -25,7 +24,7 @@ from cxr.app.history import recent_uploads
 from cxr.config import Settings, get_settings
 from cxr.errors import CxrError
 from cxr.ingest.decode import DecodedUpload, decode_upload
-from cxr.ingest.pipeline import StoredResult, store_prediction
+from cxr.ingest.pipeline import StoredResult, detect, store_prediction
 from cxr.model.postprocess import RawOutput
 from cxr.model.predict import Predictor, load_predictor
 from cxr.stores.db import check_connection
@@ -175,9 +174,8 @@ class Dashboard:
             self.show_error(str(exc))
             log.info("dashboard rejected an upload: %s", exc)
             return False
-        t0 = time.perf_counter()
-        self.raw = self.predictor.infer(upload.array)
-        seconds = time.perf_counter() - t0
+        detected = detect(upload, self.predictor, score_thr=self.score.value, nms_thr=self.nms.value)
+        self.raw, seconds = detected.raw, detected.inference_s
         self.upload_state = upload
         self.base, self.scale = render.display_image(upload.array)
         self.original.value = render.png(self.base)
@@ -224,7 +222,7 @@ class Dashboard:
         try:
             res = store_prediction(self.engine, self.lake, self.upload_state, det, score_thr=self.score.value,
                                    nms_thr=self.nms.value, model_version=self.predictor.model_version,
-                                   run_id=self.run_id)
+                                   run_id=self.run_id, source="dashboard")
         except (CxrError, SQLAlchemyError, OSError) as exc:
             self.show_error(f"the prediction is shown but could not be saved ({type(exc).__name__}).",
                             title="Not saved", nothing_stored=False)

@@ -70,8 +70,12 @@ def spark_session(settings: Settings | None = None, *, master: str | None = None
     _check_java()
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     log_conf = f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()}"
+    master = master or s.spark_master
+    builder = SparkSession.builder.master(master).appName(app_name)
+    if master.startswith("local"):  # one machine: the driver listens on loopback only
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     spark = (
-        SparkSession.builder.master(master or s.spark_master).appName(app_name)
+        builder
         .config("spark.jars", ",".join(jars))
         .config("spark.driver.extraJavaOptions", log_conf)
         .config("spark.executor.extraJavaOptions", log_conf)

@@ -126,8 +126,21 @@ class WritePlan:
 
 
 def write_run(stores: Stores, plan: WritePlan, timer: Timer) -> Manifest:
-    """Extract the planned rows, check them against the plan, write the parquet, the manifest, ``_SUCCESS``."""
-    spark = plan.spark or spark_session(stores.settings)
+    """Extract the planned rows, check them against the plan, write the parquet, the manifest, ``_SUCCESS``.
+
+    A Spark session started here is stopped here: its JVM must not outlive the run (a notebook
+    kernel shut down under a live driver logs the driver's half-killed children).
+    """
+    if plan.spark is not None:
+        return _write_run(stores, plan, plan.spark, timer)
+    spark = spark_session(stores.settings)
+    try:
+        return _write_run(stores, plan, spark, timer)
+    finally:
+        spark.stop()
+
+
+def _write_run(stores: Stores, plan: WritePlan, spark: SparkSession, timer: Timer) -> Manifest:
     reader = plan.reader or jdbc_reader(spark, stores.engine.url.render_as_string(hide_password=False))
     with timer("extract_s"):
         df = extract(spark, reader, plan.tids, plan.iids, plan.num_partitions).persist()

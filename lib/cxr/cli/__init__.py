@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from cxr.errors import CxrError
+from cxr.errors import ConfigError, CxrError
 
 app = typer.Typer(
     name="cxr",
@@ -56,11 +56,20 @@ def fail(exc: CxrError) -> None:
     raise SystemExit(exc.exit_code)
 
 
+#: Packages of the `train` extra (`make train-env`), which the demo environment leaves out.
+TRAINING_PACKAGES = frozenset({"torch", "torchvision", "pycocotools", "onnxscript"})
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)
     except CxrError as exc:
         fail(exc)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAINING_PACKAGES:
+            raise
+        fail(ConfigError(f"this command needs the training extras ({exc.name} is not installed): "
+                         "run `make train-env`"))
     except KeyboardInterrupt:
         typer.echo("cxr: interrupted", err=True)
         sys.exit(130)

@@ -112,6 +112,25 @@ def _mac(key: bytes, purpose: str, value: str) -> bytes:
     return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()
 
 
+def keyed_hash(key: bytes, purpose: str, value: str | bytes) -> str:
+    """HMAC-SHA256 of ``value`` under ``key`` for ``purpose``, as 64 hex characters.
+
+    The ``study_key``, ``patient_key`` and ``upload_key`` columns hold these: stable for the same
+    input, and neither reversible nor confirmable without the key. Each purpose has its own
+    domain, so a patient key never equals the stored PatientID pseudonym's digest.
+    """
+    data = value if isinstance(value, bytes) else value.strip().encode()
+    return hmac.new(key, purpose.encode() + b"\x00" + data, hashlib.sha256).hexdigest()
+
+
+def provenance_keys(ds: Dataset, key: bytes) -> dict[str, str | None]:
+    """``study_key`` and ``patient_key`` of an identified header (call before :func:`deidentify`)."""
+    study = str(ds.get("StudyInstanceUID", "") or "")
+    patient = str(ds.get("PatientID", "") or "")
+    return {"study_key": keyed_hash(key, "study-key", study) if study else None,
+            "patient_key": keyed_hash(key, "patient-key", patient) if patient else None}
+
+
 def replace_uid(value: str, key: bytes) -> str:
     """A stable, non-reversible replacement UID (``2.25.`` + 128 bits, at most 44 characters)."""
     return "2.25." + str(int.from_bytes(_mac(key, "uid", value.strip())[:16], "big"))

@@ -19,7 +19,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 from cxr.config import Settings
-from cxr.dicom.deid import deidentify, load_key
+from cxr.dicom.deid import deidentify, keyed_hash, load_key, provenance_keys
 from cxr.errors import InputError
 from cxr.ingest import names, validate
 from cxr.model.pixels import decode_raster, dicom_to_array, parse_dicom, quiet_pydicom, to_uint8
@@ -43,6 +43,9 @@ class DecodedUpload:
     rendition_png: bytes  # 8-bit greyscale PNG of ``array``
     warnings: list[str] = field(default_factory=list)
     name: str = ""  # the upload's file name, identifiers removed (names.mask_name)
+    upload_key: str | None = None  # keyed hash of the bytes as uploaded (dicom.deid.keyed_hash)
+    study_key: str | None = None  # keyed hash of the StudyInstanceUID (DICOM only)
+    patient_key: str | None = None  # keyed hash of the PatientID (DICOM only)
 
     @cached_property
     def sha256(self) -> str:
@@ -66,8 +69,12 @@ def decode_upload(name: str, data: bytes, settings: Settings) -> DecodedUpload:
     validate.check_name(name)
     validate.check_size(data, settings.max_upload_bytes)
     fmt, notes = validate.check_format(name, data)
+    key = load_key(settings)
+    keys: dict[str, str | None] = {}
     if fmt == "dicom":
-        array, stored, dicom_notes, identifiers = decode_dicom(data, settings.max_pixels, load_key(settings))
+        ds = parse_dicom(data)
+        keys = provenance_keys(ds, key)
+        array, stored, dicom_notes, identifiers = decode_dataset(ds, settings.max_pixels, key)
         notes += dicom_notes
     else:
         array, raster_notes = decode_raster(data, fmt, settings.max_pixels)
@@ -77,7 +84,7 @@ def decode_upload(name: str, data: bytes, settings: Settings) -> DecodedUpload:
     return DecodedUpload(
         array=array, width=width, height=height, source_format=fmt, stored_bytes=stored,
         extension=validate.STORED_EXTENSION[fmt], rendition_png=rendition(array), warnings=notes,
-        name=names.mask_name(name, identifiers),
+        name=names.mask_name(name, identifiers), upload_key=keyed_hash(key, "upload", data), **keys,
     )
 
 
@@ -101,13 +108,13 @@ def view_notes(ds: Dataset) -> list[str]:
     return notes
 
 
-def decode_dicom(data: bytes, max_pixels: int, key: bytes) -> tuple[np.ndarray, bytes, list[str], frozenset[str]]:
-    """DICOM -> ([0, 1] array, de-identified file bytes, warnings, the header's identifier tokens).
+def decode_dataset(ds: Dataset, max_pixels: int, key: bytes) -> tuple[np.ndarray, bytes, list[str], frozenset[str]]:
+    """An identified DICOM dataset (in memory) -> ([0, 1] array, de-identified file bytes, warnings,
+    the header's identifier tokens). ``ds`` is de-identified in place.
 
     The identifier tokens (for masking the file name) stay in memory; nothing else leaves
     this function identified.
     """
-    ds = parse_dicom(data)
     array = dicom_to_array(ds, max_pixels)
     identifiers = names.header_identifiers(ds)
     notes = view_notes(ds) + deidentify(ds, key)

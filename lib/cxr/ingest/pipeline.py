@@ -42,7 +42,7 @@ from cxr.model.predict import Predictor, load_predictor
 from cxr.stores import layout
 from cxr.stores.catalog import Stores
 from cxr.stores.lake import Lake
-from cxr.stores.schema import image, pred_bounding_box, transaction
+from cxr.stores.schema import Source, image, pred_bounding_box, transaction
 
 log = logging.getLogger("cxr.ingest")
 
@@ -76,11 +76,13 @@ def utcnow() -> datetime:
 
 def store_prediction(engine: Engine, lake: Lake, upload: DecodedUpload, detections: Detections | None, *,
                      score_thr: float, nms_thr: float, model_version: str, run_id: str,
-                     original_name: str | None = None, resume: bool = False) -> StoredResult:
+                     original_name: str | None = None, resume: bool = False, source: Source | None = None,
+                     skip_reason: str | None = None) -> StoredResult:
     """Put the upload's objects in the lake, then record image + transaction + boxes in one DB transaction.
 
     The stored name is the upload's masked name (``decode_upload`` removed the identifiers);
-    an ``original_name`` given instead is masked the same way (digit runs).
+    an ``original_name`` given instead is masked the same way (digit runs). ``detections`` None
+    with a ``skip_reason`` records a transaction for which the detector did not run.
     """
     sha = upload.sha256
     checkpoint("put_image")
@@ -99,13 +101,15 @@ def store_prediction(engine: Engine, lake: Lake, upload: DecodedUpload, detectio
         "height": int(upload.height),
         "source_format": upload.source_format,
         "original_name": name[:255] if name else None,
+        "study_key": upload.study_key,
+        "patient_key": upload.patient_key,
+        "upload_key": upload.upload_key,
     }
+    transaction_row = {"cs_thr": float(score_thr), "nms_thr": float(nms_thr), "model_version": str(model_version)[:64],
+                       "run_id": str(run_id)[:64], "source": source, "skip_reason": skip_reason[:255] if skip_reason else None}
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            image_id, txn_id, created, new_txn = _record(
-                engine, image_row, boxes, score_thr=score_thr, nms_thr=nms_thr,
-                model_version=model_version, run_id=run_id, resume=resume,
-            )
+            image_id, txn_id, created, new_txn = _record(engine, image_row, transaction_row, boxes, resume=resume)
             break
         except DBAPIError as exc:  # deadlock / lock timeout / SQLite busy: the transaction was rolled back
             if attempt == MAX_ATTEMPTS or not _retryable(exc):
@@ -147,8 +151,8 @@ def _insert_image(conn: Connection, image_row: dict[str, object]) -> tuple[int, 
         return int(conn.execute(by_sha.with_for_update(read=True)).scalar_one()), False
 
 
-def _record(engine: Engine, image_row: dict[str, object], boxes: list[dict], *, score_thr: float, nms_thr: float,
-            model_version: str, run_id: str, resume: bool) -> tuple[int, int, bool, bool]:
+def _record(engine: Engine, image_row: dict[str, object], transaction_row: dict[str, object], boxes: list[dict], *,
+            resume: bool) -> tuple[int, int, bool, bool]:
     checkpoint("begin")
     with engine.begin() as conn:
         checkpoint("insert_image")
@@ -156,16 +160,14 @@ def _record(engine: Engine, image_row: dict[str, object], boxes: list[dict], *, 
         if resume:
             done = conn.execute(
                 select(transaction.c.transaction_id)
-                .where(transaction.c.image_id == image_id, transaction.c.run_id == run_id)
+                .where(transaction.c.image_id == image_id, transaction.c.run_id == transaction_row["run_id"])
                 .order_by(transaction.c.transaction_id).limit(1)
             ).scalar()
             if done is not None:
                 return int(image_id), int(done), created, False
         checkpoint("insert_transaction")
-        txn_id = conn.execute(insert(transaction).values(
-            image_id=image_id, time=utcnow(), cs_thr=float(score_thr), nms_thr=float(nms_thr),
-            model_version=str(model_version)[:64], run_id=str(run_id)[:64],
-        )).inserted_primary_key[0]
+        txn_id = conn.execute(insert(transaction).values(image_id=image_id, time=utcnow(), **transaction_row)
+                              ).inserted_primary_key[0]
         checkpoint("insert_boxes")
         if boxes:
             conn.execute(insert(pred_bounding_box), [
@@ -245,16 +247,53 @@ def read_upload(path: Path, settings: Settings) -> tuple[str, bytes]:
 
 
 @dataclass
+class Detected:
+    """A decoded upload after the detector: its raw output and detections, or why the model did not run."""
+
+    upload: DecodedUpload
+    raw: RawOutput | None = None
+    detections: Detections | None = None
+    inference_s: float = 0.0
+    skip_reason: str | None = None
+
+
+def detect(upload: DecodedUpload, predictor: Predictor, *, score_thr: float, nms_thr: float) -> Detected:
+    """The one per-image detection step, for every source (files, the dashboard, the DICOM network,
+    the backfill): the model runs once; thresholds can be re-applied to ``raw`` later."""
+    t0 = time.perf_counter()
+    raw = predictor.infer(upload.array)
+    seconds = time.perf_counter() - t0
+    return Detected(upload, raw, predictor.postprocess(raw, score_thr=score_thr, nms_thr=nms_thr), seconds)
+
+
+def store_detected(stores: Stores, d: Detected, *, score_thr: float, nms_thr: float, model_version: str,
+                   run_id: str, source: Source, resume: bool = False) -> StoredResult:
+    """The one per-image store step after :func:`detect` (see :func:`store_prediction`)."""
+    return store_prediction(stores.engine, stores.lake, d.upload, d.detections, score_thr=score_thr, nms_thr=nms_thr,
+                            model_version=model_version, run_id=run_id, resume=resume, source=source,
+                            skip_reason=d.skip_reason)
+
+
+@dataclass
 class Prediction:
-    """One file's way through decode and detection: an upload with its detections, or the reason it was refused."""
+    """One file's way through decode and detection: what was detected, or the reason it was refused."""
 
     path: Path
     display_path: str  # ``path`` with identifiers removed and digit runs masked: what is logged and shown
-    upload: DecodedUpload | None = None
-    detections: Detections | None = None
-    raw: RawOutput | None = None
-    inference_s: float = 0.0
+    detected: Detected | None = None
     reason: str | None = None
+
+    @property
+    def upload(self) -> DecodedUpload | None:
+        return self.detected.upload if self.detected else None
+
+    @property
+    def detections(self) -> Detections | None:
+        return self.detected.detections if self.detected else None
+
+    @property
+    def inference_s(self) -> float:
+        return self.detected.inference_s if self.detected else 0.0
 
 
 def iter_predictions(paths: Iterable[Path], settings: Settings, predictor: Predictor, *, score_thr: float,
@@ -267,12 +306,8 @@ def iter_predictions(paths: Iterable[Path], settings: Settings, predictor: Predi
         except InputError as exc:
             yield Prediction(path, names.mask_path(path), reason=str(exc))
             continue
-        t0 = time.perf_counter()
-        raw = predictor.infer(upload.array)
-        seconds = time.perf_counter() - t0
-        detections = predictor.postprocess(raw, score_thr=score_thr, nms_thr=nms_thr)
-        shown = names.mask_path(path.with_name(upload.name))
-        yield Prediction(path, shown, upload, detections, raw, seconds)
+        detected = detect(upload, predictor, score_thr=score_thr, nms_thr=nms_thr)
+        yield Prediction(path, names.mask_path(path.with_name(upload.name)), detected)
 
 
 def ingest_files(paths: Iterable[str | Path], settings: Settings | None = None, *, score_thr: float | None = None,
@@ -302,18 +337,17 @@ def ingest_files(paths: Iterable[str | Path], settings: Settings | None = None, 
     try:
         for p in iter_predictions(files, settings, predictor, score_thr=score_thr, nms_thr=nms_thr):
             bar.update(1)
-            if p.upload is None:
+            if p.detected is None:
                 rej = Rejected(p.display_path, p.reason or "refused")
                 summary.rejected.append(rej)
                 if on_reject:
                     with tqdm.external_write_mode():  # the line goes above the progress bar
                         on_reject(rej)
                 continue
-            res = store_prediction(stores.engine, stores.lake, p.upload, p.detections, score_thr=score_thr,
-                                   nms_thr=nms_thr, model_version=predictor.model_version, run_id=run_id,
-                                   resume=resume)
+            res = store_detected(stores, p.detected, score_thr=score_thr, nms_thr=nms_thr,
+                                 model_version=predictor.model_version, run_id=run_id, resume=resume, source="ingest")
             summary.stored.append({"path": p.display_path, **asdict(res), "inference_s": round(p.inference_s, 4)})
-            summary.warnings.extend({"path": p.display_path, "warning": w} for w in p.upload.warnings)
+            summary.warnings.extend({"path": p.display_path, "warning": w} for w in p.detected.upload.warnings)
     finally:
         bar.close()
     summary.seconds = round(time.perf_counter() - t0, 3)

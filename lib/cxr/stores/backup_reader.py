@@ -111,7 +111,8 @@ def read_run(lake: Lake, manifest: Manifest, image_ids: Iterable[int] | None = N
     if not paths:
         return schema.empty_table().select(cols)
     root = f"{base}/{manifest.prefix}".rstrip("/")
-    dataset = ds.dataset(paths, filesystem=filesystem, format="parquet",
+    # The canonical schema, not the first file's: runs written before a column existed read it as null.
+    dataset = ds.dataset(paths, schema=schema, filesystem=filesystem, format="parquet",
                          partitioning=ds.partitioning(flavor="hive"), partition_base_dir=root)
     flt = None
     if image_ids is not None:

@@ -14,10 +14,15 @@ from sqlalchemy import Select, select
 
 from cxr.stores.schema import image, pred_bounding_box, transaction
 
-IMAGE_COLUMNS = ("image_id", "sha256", "bucket", "folder", "image_file", "width", "height", "source_format", "created_at")
-TRANSACTION_COLUMNS = ("transaction_id", "time", "cs_thr", "nms_thr", "model_version", "run_id")
+#: Columns added after the first release (migration 0002) come last, so positions of the others hold.
+IMAGE_COLUMNS = ("image_id", "sha256", "bucket", "folder", "image_file", "width", "height", "source_format", "created_at",
+                 "study_key", "patient_key")
+TRANSACTION_COLUMNS = ("transaction_id", "time", "cs_thr", "nms_thr", "model_version", "run_id", "source",
+                       "skip_reason")
 BOX_COLUMNS = ("pred_bbox_id", "pred_class", "class_id", "pred_cs", "x_min", "y_min", "x_max", "y_max")
-JOINED_COLUMNS: tuple[str, ...] = IMAGE_COLUMNS + TRANSACTION_COLUMNS + BOX_COLUMNS
+_ADDED = ("study_key", "patient_key", "source", "skip_reason")
+JOINED_COLUMNS: tuple[str, ...] = tuple(c for c in IMAGE_COLUMNS + TRANSACTION_COLUMNS if c not in _ADDED) + \
+    BOX_COLUMNS + _ADDED
 
 
 def joined_rows(*, min_transaction_id: int | None = None, max_transaction_id: int | None = None,
@@ -27,9 +32,9 @@ def joined_rows(*, min_transaction_id: int | None = None, max_transaction_id: in
     ``min_transaction_id`` is exclusive (a watermark), ``max_transaction_id`` inclusive,
     ``before`` an exclusive upper bound on ``transaction.time``.
     """
-    cols = [image.c[c] for c in IMAGE_COLUMNS] + [transaction.c[c] for c in TRANSACTION_COLUMNS] + [
-        pred_bounding_box.c[c] for c in BOX_COLUMNS
-    ]
+    table_of = {**{c: image for c in IMAGE_COLUMNS}, **{c: transaction for c in TRANSACTION_COLUMNS},
+                **{c: pred_bounding_box for c in BOX_COLUMNS}}
+    cols = [table_of[c].c[c] for c in JOINED_COLUMNS]
     q = (
         select(*cols)
         .select_from(

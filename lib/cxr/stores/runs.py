@@ -87,7 +87,7 @@ def notebook_parameters(path: Path) -> dict[str, str]:
     """The ``parameters`` cell of a notebook as {name: default source}, in order.
 
     Python's own parser reads the cell (papermill's line-based inspector gives up on comments
-    with semicolons or parentheses); every top-level assignment is a parameter.
+    with more than one '=' on a line); every top-level assignment is a parameter.
     """
     try:
         nb = json.loads(Path(path).read_text(encoding="utf-8"))

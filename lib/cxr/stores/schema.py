@@ -4,11 +4,15 @@ The seed's queries still read: ``image(image_id, bucket, folder, image_file)``,
 ``transaction(transaction_id, image_id, time, cs_thr, nms_thr)`` and
 ``pred_bounding_box(pred_bbox_id, transaction_id, pred_class, pred_cs, x_min, y_min, x_max, y_max)``.
 Added: auto-increment ids, the stored bytes' unique ``sha256``, image size/format/``created_at``,
-``model_version``/``run_id`` lineage, the class id beside its name, foreign keys and indexes.
+``model_version``/``run_id`` lineage, the class id beside its name, foreign keys and indexes;
+(migration 0002) the keyed ``study_key``/``patient_key``/``upload_key`` of an image and the
+``source``/``skip_reason`` of a transaction.
 Alembic migrations in ``cxr/stores/migrations`` create exactly these tables.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from sqlalchemy import (
     BigInteger,
@@ -49,6 +53,12 @@ image = Table(
     Column("source_format", String(16), nullable=False, comment="png | jpeg | dicom"),
     Column("original_name", String(255), nullable=True, comment="upload's file name (never a DICOM patient value)"),
     Column("created_at", DateTime(timezone=False), nullable=False),
+    Column("study_key", String(64), nullable=True, comment="keyed hash of the DICOM StudyInstanceUID"),
+    Column("patient_key", String(64), nullable=True, comment="keyed hash of the DICOM PatientID (never the ID)"),
+    Column("upload_key", String(64), nullable=True, comment="keyed hash of the original upload's bytes"),
+    Index("ix_image_study_key", "study_key"),
+    Index("ix_image_patient_key", "patient_key"),
+    Index("ix_image_upload_key", "upload_key"),
     sqlite_autoincrement=True,
 )
 
@@ -62,6 +72,8 @@ transaction = Table(
     Column("nms_thr", Float, nullable=False, comment="NMS IoU threshold used"),
     Column("model_version", String(64), nullable=False),
     Column("run_id", String(64), nullable=False, comment="ingest batch / dashboard session that made it"),
+    Column("source", String(16), nullable=True, comment="dashboard | ingest | dicom | backfill"),
+    Column("skip_reason", String(255), nullable=True, comment="why the detector did not run (else NULL)"),
     Index("ix_transaction_image_id", "image_id"),
     Index("ix_transaction_time", "time"),
     sqlite_autoincrement=True,
@@ -84,3 +96,7 @@ pred_bounding_box = Table(
 )
 
 TABLES = (image, transaction, pred_bounding_box)
+
+#: ``transaction.source``: where the image came from.
+Source = Literal["dashboard", "ingest", "dicom", "backfill"]
+SOURCES: tuple[Source, ...] = ("dashboard", "ingest", "dicom", "backfill")

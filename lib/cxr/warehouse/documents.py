@@ -2,8 +2,8 @@
 
 A document (collection ``images``, unique on ``image_id``)::
 
-    {image_id, sha256, bucket, folder, image_file, width, height,
-     transactions: [{transaction_id, time, cs_thr, nms_thr, model_version, run_id,
+    {image_id, sha256, bucket, folder, image_file, width, height, study_key, patient_key,
+     transactions: [{transaction_id, time, cs_thr, nms_thr, model_version, run_id, source, skip_reason,
                      mode: "Object Detection",
                      pred_bbox: [{pred_bbox_id, class_id, class_name, score,
                                   box: [x_min, y_min, x_max, y_max]}]}],
@@ -29,7 +29,7 @@ from itertools import groupby
 from operator import itemgetter
 
 MODE = "Object Detection"
-IMAGE_FIELDS = ("image_id", "sha256", "bucket", "folder", "image_file", "width", "height")
+IMAGE_FIELDS = ("image_id", "sha256", "bucket", "folder", "image_file", "width", "height", "study_key", "patient_key")
 DOCUMENT_FIELDS = IMAGE_FIELDS + ("transactions", "created_at", "updated_at")
 
 
@@ -76,13 +76,14 @@ def bson_time(value: object) -> datetime | None:
 # -- rows -> documents ------------------------------------------------------------------------
 #: (document field = row column, how to normalise it)
 _IMAGE_SPEC = (("image_id", _int), ("sha256", _str), ("bucket", _str), ("folder", _str), ("image_file", _str),
-               ("width", _int), ("height", _int))
+               ("width", _int), ("height", _int), ("study_key", _str), ("patient_key", _str))
 _TRANSACTION_SPEC = (("transaction_id", _int), ("time", bson_time), ("cs_thr", _float), ("nms_thr", _float),
-                     ("model_version", _str), ("run_id", _str))
+                     ("model_version", _str), ("run_id", _str), ("source", _str), ("skip_reason", _str))
 
 
 def _pick(row: Mapping, spec: tuple) -> dict:
-    return {name: convert(row[name]) for name, convert in spec}
+    """The spec's fields of a row; a field the row lacks (a row of an older backup run) is None."""
+    return {name: convert(row.get(name)) for name, convert in spec}
 
 
 def transaction_from_rows(rows: list[Mapping]) -> dict:
