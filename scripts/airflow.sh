@@ -22,11 +22,8 @@ export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"
 export AIRFLOW__API__PORT="${AIRFLOW__API__PORT:-8080}"
 export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="${AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT:-120}"
 export CXR_PROJECT_DIR="${CXR_PROJECT_DIR:-$ROOT}"
-export JUPYTER_PATH="${JUPYTER_PATH:-$ROOT/.venv/share/jupyter}"
-export JUPYTER_CONFIG_DIR="${JUPYTER_CONFIG_DIR:-$ROOT/var/jupyter/config}"
-export JUPYTER_DATA_DIR="${JUPYTER_DATA_DIR:-$ROOT/var/jupyter/data}"
-export JUPYTER_RUNTIME_DIR="${JUPYTER_RUNTIME_DIR:-$ROOT/var/jupyter/runtime}"
-export IPYTHONDIR="${IPYTHONDIR:-$ROOT/var/ipython}"
+# shellcheck source=scripts/jupyter_env.sh
+source "$ROOT/scripts/jupyter_env.sh"
 mkdir -p "$AIRFLOW_HOME"
 # SQLite metadata in AIRFLOW_HOME (Airflow's default); migrate once, and again after an upgrade.
 if [ "${1:-}" != "standalone" ] && [ ! -f "$AIRFLOW_HOME/.migrated" ]; then

@@ -23,11 +23,8 @@ export VENV="${VENV:-.venv}"
 CXR="$VENV/bin/cxr"
 DATA_DIR="${CXR_DATA_DIR:-var}"
 export CXR_DATA_DIR="$DATA_DIR"
-export JUPYTER_PATH="${JUPYTER_PATH:-$ROOT/$VENV/share/jupyter}"
-export JUPYTER_CONFIG_DIR="${JUPYTER_CONFIG_DIR:-$ROOT/var/jupyter/config}"
-export JUPYTER_DATA_DIR="${JUPYTER_DATA_DIR:-$ROOT/var/jupyter/data}"
-export JUPYTER_RUNTIME_DIR="${JUPYTER_RUNTIME_DIR:-$ROOT/var/jupyter/runtime}"
-export IPYTHONDIR="${IPYTHONDIR:-$ROOT/var/ipython}"
+# shellcheck source=scripts/jupyter_env.sh
+source "$ROOT/scripts/jupyter_env.sh"
 export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"  # local[2] only: no lookup of the host's address
 N_PNG="${DEMO_PNG:-16}"
 N_DICOM="${DEMO_DICOM:-4}"
