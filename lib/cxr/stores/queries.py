@@ -14,13 +14,13 @@ from sqlalchemy import Select, select
 
 from cxr.stores.schema import image, pred_bounding_box, transaction
 
-#: Columns added after the first release (migration 0002) come last, so positions of the others hold.
+#: Columns added after the first release (migrations 0002, 0004) come last, so positions of the others hold.
 IMAGE_COLUMNS = ("image_id", "sha256", "bucket", "folder", "image_file", "width", "height", "source_format", "created_at",
-                 "study_key", "patient_key")
+                 "study_key", "patient_key", "intensity_mean", "intensity_std")
 TRANSACTION_COLUMNS = ("transaction_id", "time", "cs_thr", "nms_thr", "model_version", "run_id", "source",
-                       "skip_reason")
+                       "skip_reason", "user_id")
 BOX_COLUMNS = ("pred_bbox_id", "pred_class", "class_id", "pred_cs", "x_min", "y_min", "x_max", "y_max")
-_ADDED = ("study_key", "patient_key", "source", "skip_reason")
+_ADDED = ("study_key", "patient_key", "source", "skip_reason", "user_id", "intensity_mean", "intensity_std")
 JOINED_COLUMNS: tuple[str, ...] = tuple(c for c in IMAGE_COLUMNS + TRANSACTION_COLUMNS if c not in _ADDED) + \
     BOX_COLUMNS + _ADDED
 
