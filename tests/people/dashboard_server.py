@@ -59,3 +59,12 @@ def serve(tmp_path: Path, env: dict[str, str]):
         finally:
             services.terminate(proc.pid, timeout=20)
             proc.wait()
+
+
+def browser_login(page, base_url: str, name: str, password: str) -> None:
+    """Open the dashboard in Playwright: it sends the browser to /login; sign in and land on the page."""
+    page.goto(base_url)
+    page.wait_for_selector("#username")
+    page.fill("#username", name)
+    page.fill("#password", password)
+    page.click("#login_submit")

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cxr.app import render
 from cxr.app.history import recent_uploads
+from cxr.app.review_panel import ReviewPanel
 from cxr.auth.sessions import Session, kernel_session
 from cxr.config import Settings, get_settings
 from cxr.errors import CxrError
@@ -100,6 +101,20 @@ class Dashboard:
                       if predictor is not None else "No model loaded")
         card_box = w.Accordion(children=[self.card], titles=("Model card",))
         card_box.selected_index = None
+        reviewer = session is not None and session.principal.may("radiologist")
+        self.review_pick = w.Dropdown(options=[], description="Transaction", style={"description_width": "90px"},
+                                      layout=layout(width="520px"))
+        self.review_open = w.Button(description="Open for review", icon="search")
+        self.review_last = w.Button(description="Review this prediction", icon="pencil", disabled=True)
+        for b, cls in ((self.review_open, "cxr-review-open"), (self.review_last, "cxr-review-last")):
+            b.add_class(cls)
+        self.review = ReviewPanel(engine, lake, classes, self.signed_in, on_saved=lambda _rid: self.refresh_history()) \
+            if reviewer and engine is not None and lake is not None else None
+        self.review_open.on_click(lambda _b: self.review_pick.value is not None and self.open_review(self.review_pick.value))
+        self.review_last.on_click(lambda _b: self.last_saved is not None and self.open_review(self.last_saved.transaction_id))
+        review_box = (w.VBox([w.HTML("<h3>Review (radiologists)</h3>"), w.HBox([self.review_pick, self.review_open,
+                                                                             self.review_last]), self.review.widget])
+                      if self.review is not None else w.VBox([]))
 
         self.user_line = w.HTML(render.user_html(session.principal.username, session.principal.role)
                                 if session is not None else "")
@@ -116,6 +131,7 @@ class Dashboard:
             self.images,
             self.findings,
             w.HTML("<h3>Recent uploads</h3>"), self.history,
+            review_box,
             card_box,
         ], layout=layout(padding="8px"))
 
@@ -264,10 +280,15 @@ class Dashboard:
             log.warning("dashboard store failed: %s", type(exc).__name__)
             return None
         self.last_saved = res
+        self.review_last.disabled = self.review is None
         self.saved.value = render.saved_html(res.transaction_id, res.image_id, res.created_image,
                                              self.score.value, self.nms.value)
         self.refresh_history()
         return res
+
+    def open_review(self, transaction_id: int) -> bool:
+        """Open a stored transaction in the review panel (radiologists and admins)."""
+        return self.review is not None and self.review.open(int(transaction_id))
 
     def refresh_history(self) -> None:
         if self.engine is None or self.session is None:
@@ -276,5 +297,8 @@ class Dashboard:
         try:
             rows = recent_uploads(self.engine, self.history_limit, user_id=None if p.may("radiologist") else p.user_id)
             self.history.value = render.history_html(rows, own_only=not p.may("radiologist"))
+            self.review_pick.options = [(f"#{r['transaction_id']} {r['time']:%Y-%m-%d %H:%M} "
+                                         f"{r['original_name'] or r['image_file']} ({r['n_boxes']} box(es), "
+                                         f"{r['n_reviews']} review(s))", r["transaction_id"]) for r in rows]
         except SQLAlchemyError as exc:
             self.history.value = f"<i>History unavailable ({type(exc).__name__}).</i>"

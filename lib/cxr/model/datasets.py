@@ -133,7 +133,8 @@ def write_coco(samples: list[Sample], path: str | Path, classes=None, *, descrip
 # ---------------------------------------------------------------------------------------------- VinDr
 
 
-def _find_image(images_dir: Path, image_id: str) -> Path:
+def find_image(images_dir: Path, image_id: str) -> Path:
+    """The file `<image_id>.<ext>` in ``images_dir`` (png, jpg, jpeg, dicom, dcm), else InputError."""
     for ext in IMAGE_EXTS:
         p = images_dir / f"{image_id}{ext}"
         if p.is_file():
@@ -181,7 +182,7 @@ def read_vindr_csv(path: str | Path, images_dir: str | Path, classes=None) -> li
         items.append((box, cls.index(row["class_name"])))
     samples = []
     for image_id, items in per_image.items():
-        img = _find_image(images_dir, image_id)
+        img = find_image(images_dir, image_id)
         w, h = image_size(img)
         samples.append(Sample(img, np.asarray([b for b, _ in items], np.float32).reshape(-1, 4),
                               np.asarray([lab for _, lab in items], np.int64), int(w), int(h), image_id, cls))
