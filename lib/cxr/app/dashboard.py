@@ -104,8 +104,9 @@ class Dashboard:
         reviewer = session is not None and session.principal.may("radiologist")
         self.review_pick = w.Dropdown(options=[], description="Transaction", style={"description_width": "90px"},
                                       layout=layout(width="520px"))
-        self.review_open = w.Button(description="Open for review", icon="search")
-        self.review_last = w.Button(description="Review this prediction", icon="pencil", disabled=True)
+        self.review_open = w.Button(description="Open for review", icon="search", layout=layout(width="auto"))
+        self.review_last = w.Button(description="Review this prediction", icon="pencil", disabled=True,
+                                    layout=layout(width="auto"))
         for b, cls in ((self.review_open, "cxr-review-open"), (self.review_last, "cxr-review-last")):
             b.add_class(cls)
         self.review = ReviewPanel(engine, lake, classes, self.signed_in, on_saved=lambda _rid: self.refresh_history()) \
