@@ -26,3 +26,15 @@ def cli(tmp_path):
                               timeout=timeout, check=check, cwd=tmp_path)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local[2] SparkSession for the people tests that run the real backup (as tests/backup does)."""
+    from cxr.backup.spark import spark_session
+    from cxr.config import load_settings
+
+    session = spark_session(load_settings(), master="local[2]")
+    session.conf.set("spark.sql.shuffle.partitions", "2")
+    yield session
+    session.stop()

@@ -74,13 +74,31 @@ def _coco_paths(path: Path) -> tuple[Path, Path]:
     return path, path.parent.parent / "images" if path.parent.name == "annotations" else path.parent
 
 
-def read_coco(path: str | Path, classes=None) -> list[Sample]:
-    """Read a COCO dataset: a dir with annotations/instances.json + images/, or the JSON file itself."""
+def reviewed_only(coco: dict) -> dict:
+    """A cxr mart export restricted to its reviewed labels: the images a radiologist reviewed (a
+    "no finding" one with no box) and the annotations of ``provenance`` "reviewed". A COCO file
+    without reviewed labels (a predictions-only export, any other data set) is returned as it is."""
+    anns = coco.get("annotations", [])
+    if not any(im.get("reviewed") for im in coco.get("images", [])):
+        return coco
+    images = [im for im in coco["images"] if im.get("reviewed")]
+    ids = {im["id"] for im in images}
+    return {**coco, "images": images,
+            "annotations": [a for a in anns if a.get("provenance") == "reviewed" and a["image_id"] in ids]}
+
+
+def read_coco(path: str | Path, classes=None, *, labels: str = "reviewed") -> list[Sample]:
+    """Read a COCO dataset: a dir with annotations/instances.json + images/, or the JSON file itself.
+
+    ``labels="reviewed"`` (the default): from a cxr mart export that has reviewed labels, only
+    those (:func:`reviewed_only`); ``"all"``: every annotation, predicted ones included."""
     ann_path, images_dir = _coco_paths(Path(path))
     if not ann_path.is_file():
         raise InputError(f"{ann_path}: COCO annotations not found")
     try:
         coco = json.loads(ann_path.read_text(encoding="utf-8"))
+        if labels == "reviewed":
+            coco = reviewed_only(coco)
         cats = sorted(coco["categories"], key=lambda c: c["id"])
         images = coco["images"]
         anns = coco.get("annotations", [])

@@ -19,15 +19,8 @@ from cxr.errors import InputError
 from cxr.review.rules import Decision, PredictedBox
 from cxr.stores import layout
 from cxr.stores.lake import Lake
+from cxr.stores.queries import REVIEW_BOX_COLUMNS, REVIEW_COLUMNS, review_rows
 from cxr.stores.schema import image, pred_bounding_box, review, review_box, transaction
-
-REVIEW_COLUMNS = ("review_id", "transaction_id", "reviewer_id", "reviewer_role", "time", "verdict", "source",
-                  "reader_ref")
-REVIEW_BOX_COLUMNS = ("review_box_id", "pred_bbox_id", "action", "class_name", "class_id", "x_min", "y_min", "x_max",
-                      "y_max")
-#: One flat row per review box (a review without boxes: one row, box columns NULL), as the backup stores them.
-REVIEW_ROW_COLUMNS = REVIEW_COLUMNS + REVIEW_BOX_COLUMNS
-
 
 @dataclass(frozen=True)
 class ReviewCase:
@@ -113,25 +106,10 @@ def save_review(engine: Engine, transaction_id: int, reviewer: Principal, verdic
                              actor=reviewer.actor(client_addr))
 
 
-def review_rows(conn: Connection, *, transaction_ids: Iterable[int] | None = None,
-                min_review_id: int | None = None, max_review_id: int | None = None) -> list[dict[str, Any]]:
-    """Flat :data:`REVIEW_ROW_COLUMNS` rows (review ⟕ review_box), by review then box id."""
-    cols = [review.c[c] for c in REVIEW_COLUMNS] + [review_box.c[c] for c in REVIEW_BOX_COLUMNS]
-    q = (select(*cols).select_from(review.outerjoin(review_box, review_box.c.review_id == review.c.review_id))
-         .order_by(review.c.review_id, review_box.c.review_box_id))
-    if transaction_ids is not None:
-        q = q.where(review.c.transaction_id.in_([int(t) for t in transaction_ids]))
-    if min_review_id is not None:
-        q = q.where(review.c.review_id > int(min_review_id))
-    if max_review_id is not None:
-        q = q.where(review.c.review_id <= int(max_review_id))
-    return [dict(r._mapping) for r in conn.execute(q)]
-
-
 def reviews_of(engine: Engine, transaction_id: int) -> list[dict[str, Any]]:
     """The transaction's reviews, oldest first, each with its ``boxes``."""
     with engine.connect() as conn:
-        rows = review_rows(conn, transaction_ids=[transaction_id])
+        rows = [dict(r._mapping) for r in conn.execute(review_rows(transaction_ids=[transaction_id]))]
     out: dict[int, dict[str, Any]] = {}
     for r in rows:
         rv = out.setdefault(r["review_id"], {**{c: r[c] for c in REVIEW_COLUMNS}, "boxes": []})
