@@ -68,6 +68,12 @@ def test_perfect_reviewer_coco_equals_the_phantom_ground_truth(study, tmp_path):
     per = {p: sum(1 for a in both["annotations"] if a["provenance"] == p) for p in ("reviewed", "predicted")}
     assert per["reviewed"] == len(coco["annotations"]) and per["predicted"] > 0
     assert f"| reviewed (radiologists) | {per['reviewed']} |" in (tmp_path / "both" / "README.md").read_text()
+    # training reads the reviewed labels, also from an export that has both
+    from cxr.model.datasets import read_coco
+
+    samples = read_coco(tmp_path / "both", SEED_CLASSES)
+    assert len(samples) == len(truth) and sum(len(x.boxes) for x in samples) == per["reviewed"]
+    assert sum(len(x.boxes) for x in read_coco(tmp_path / "both", SEED_CLASSES, labels="all")) == sum(per.values())
     predicted = _export(stores, tmp_path / "pred", labels="predicted")
     assert all(a["provenance"] == "predicted" for a in predicted["annotations"])
     exports = audit.events(stores.engine, action="export")
