@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     cookie_secret_file: Path | None = Field(None, description="Key that signs the session cookie (a secret); empty means <data_dir>/secrets/cookie.key, made on first use.")
     drift_threshold: float = Field(0.25, gt=0.0, description="Population stability index above which the model monitor alerts.")
     monitor_window_days: int = Field(7, ge=1, le=366, description="The model monitor compares the last this-many days with the model's reference.")
-    monitor_min_samples: int = Field(20, ge=1, description="Fewest images (and boxes) in the window for a drift figure to count.")
+    monitor_min_samples: int = Field(100, ge=1, description="Fewest images (and boxes) in the window for a drift figure to alert (a PSI of fewer values is mostly noise).")
 
     # -- validators: one clear line naming the setting ------------------------------------
     @field_validator("db_url")

@@ -36,6 +36,7 @@ _MODULES = (
     "cxr.cli.dashboard_cmd",
     "cxr.cli.users_cmd",
     "cxr.cli.review_cmd",
+    "cxr.cli.monitor_cmd",
     "cxr.cli.backup_cmd",
     "cxr.cli.warehouse_cmd",
     "cxr.cli.mart_cmd",

@@ -43,6 +43,7 @@ from cxr.mart.coco import ImageFile, MartBuild, build_coco, class_counts, class_
 from cxr.mart.filters import MartFilters, has_reviews, warehouse_query
 from cxr.model.registry import read_metadata, resolve_model_dir
 from cxr.stores import warehouse
+from cxr.stores.db import reading as db_reading
 from cxr.stores.lake import Lake, ObjectNotFound, lake_from_settings
 from cxr.stores.watermark import get_watermark
 
@@ -282,10 +283,11 @@ def export_mart(out_dir: Path | str, filters: MartFilters | None = None, *, sett
                              f"({head}); no annotation file written, re-run to resume")
     if engine is not None:
         coco = build.coco
-        record(engine, actor or Actor.operator(), "export", object_type="transaction",
-               object_ids=[im["id"] for im in coco["images"]][:40],
-               detail={"images": len(coco["images"]), "annotations": len(coco["annotations"]), "labels": labels,
-                       "reviewed_images": sum(1 for im in coco["images"] if im.get("reviewed"))})
+        with db_reading("recording the export in the audit trail"):
+            record(engine, actor or Actor.operator(), "export", object_type="transaction",
+                   object_ids=[im["id"] for im in coco["images"]][:40],
+                   detail={"images": len(coco["images"]), "annotations": len(coco["annotations"]), "labels": labels,
+                           "reviewed_images": sum(1 for im in coco["images"] if im.get("reviewed"))})
     write_export(out, build, dataset_card(build.coco, source=source, dropped_boxes=build.dropped_boxes))
     per_split = {sp: sum(1 for im in build.coco["images"] if im["split"] == sp) for sp in ("train", "val")}
     return ExportResult(out, len(build.coco["images"]), len(build.files), len(build.coco["annotations"]),

@@ -78,9 +78,10 @@ def reviewed_only(coco: dict) -> dict:
     """A cxr mart export restricted to its reviewed labels: the images a radiologist reviewed (a
     "no finding" one with no box) and the annotations of ``provenance`` "reviewed". A COCO file
     without reviewed labels (a predictions-only export, any other data set) is returned as it is."""
-    anns = coco.get("annotations", [])
-    if not any(im.get("reviewed") for im in coco.get("images", [])):
+    if not isinstance(coco, dict) or not any(isinstance(im, dict) and im.get("reviewed")
+                                             for im in coco.get("images") or ()):
         return coco
+    anns = coco.get("annotations", [])
     images = [im for im in coco["images"] if im.get("reviewed")]
     ids = {im["id"] for im in images}
     return {**coco, "images": images,
