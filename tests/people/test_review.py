@@ -177,3 +177,22 @@ def test_cli_import_and_show(phantom_set, cli):
     nobody = cli("review", "import", root / "png" / "labels.csv", "--images", root / "png" / "images",
                  "--reviewer", "ghost", "--classes", ",".join(SEED_CLASSES), env=env)
     assert nobody.returncode == 3 and "no such enabled user" in nobody.stderr
+
+
+def test_an_admin_manages_users_in_the_dashboard_and_others_cannot(make_settings, sqlite_engine, local_lake):
+    from cxr.auth.users import get_user
+
+    boss = sign_in(sqlite_engine, "admin", "ada")
+    d = Dashboard(make_settings(), predictor=FakePredictor(), engine=sqlite_engine, lake=local_lake, session=boss)
+    assert d.admin is not None and d.review is not None  # an admin also reviews
+    d.admin.name.value, d.admin.role.value, d.admin.password.value = "newbie", "uploader", "a long password!"
+    assert d.admin.add() and d.admin.password.value == ""
+    assert get_user(sqlite_engine, "newbie")["role"] == "uploader" and "newbie" in d.admin.table.value
+    assert d.admin.set_enabled(False) and not get_user(sqlite_engine, "newbie")["enabled"]
+    d.admin.name.value = "ada"
+    assert not d.admin.set_enabled(False) and get_user(sqlite_engine, "ada")["enabled"]
+    changes = [(e["action"], e["username"]) for e in audit.events(sqlite_engine) if e["action"].startswith("user_")]
+    assert changes[-2:] == [("user_add", "ada"), ("user_disable", "ada")]
+    rad = sign_in(sqlite_engine, "radiologist", "rita")
+    assert Dashboard(make_settings(), predictor=FakePredictor(), engine=sqlite_engine, lake=local_lake,
+                     session=rad).admin is None

@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from cxr.app import render
+from cxr.app.admin_panel import AdminPanel
 from cxr.app.history import recent_uploads
 from cxr.app.review_panel import ReviewPanel
 from cxr.auth.sessions import Session, kernel_session
@@ -113,6 +114,8 @@ class Dashboard:
             if reviewer and engine is not None and lake is not None else None
         self.review_open.on_click(lambda _b: self.review_pick.value is not None and self.open_review(self.review_pick.value))
         self.review_last.on_click(lambda _b: self.last_saved is not None and self.open_review(self.last_saved.transaction_id))
+        self.admin = AdminPanel(engine, self.signed_in) \
+            if session is not None and session.principal.may("admin") and engine is not None else None
         review_box = (w.VBox([w.HTML("<h3>Review (radiologists)</h3>"), w.HBox([self.review_pick, self.review_open,
                                                                              self.review_last]), self.review.widget])
                       if self.review is not None else w.VBox([]))
@@ -133,6 +136,7 @@ class Dashboard:
             self.findings,
             w.HTML("<h3>Recent uploads</h3>"), self.history,
             review_box,
+            self.admin.widget if self.admin is not None else w.VBox([]),
             card_box,
         ], layout=layout(padding="8px"))
 
