@@ -91,3 +91,26 @@ def test_concurrent_appends_stay_one_chain(db_engine):
 def test_unknown_action_is_a_bug(sqlite_engine):
     with pytest.raises(ValueError):
         audit.record(sqlite_engine, ANA, "coffee")
+
+
+def test_audit_rows_hold_no_patient_value(make_settings, sqlite_engine, local_lake):
+    """A DICOM named after its patient, uploaded, viewed and reviewed: no identifier in any audit row."""
+    from ingest_factory import FAKE, FakePredictor, gradient, make_dicom
+    from people_factory import sign_in
+
+    from cxr.app.dashboard import Dashboard
+
+    session = sign_in(sqlite_engine, "radiologist", "rita")
+    d = Dashboard(make_settings(), predictor=FakePredictor(), engine=sqlite_engine, lake=local_lake, session=session)
+    name = f"{FAKE['PatientName'].replace('^', '_')}_{FAKE['PatientID']}.dcm"
+    assert d.handle_upload(name, make_dicom(gradient(bits=16)))
+    assert d.open_review(d.last_saved.transaction_id) and d.review.no_finding() is not None
+    with sqlite_engine.connect() as conn:
+        rows = [repr(tuple(r)) for r in conn.execute(text("SELECT * FROM audit_event"))]
+    assert len(rows) >= 4
+    from cxr.stores.schema import ROLES
+
+    tokens = {t for v in FAKE.values() for t in str(v).replace("^", " ").split()
+              if len(t) >= 4 and t.lower() not in ROLES}  # ("Radiologist^Bartholomew" is a fake name, "radiologist" a role)
+    leaked = {t for t in tokens if any(t.lower() in r.lower() for r in rows)}
+    assert not leaked, leaked
