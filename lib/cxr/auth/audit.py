@@ -9,8 +9,8 @@ editing, removing or inserting a row breaks the chain from there on, and :func:`
 the first row that does not hold. ``event_id`` is the previous one plus one, so a removed row
 leaves a gap, and ``audit_head`` (one row) holds the chain's end, so a removed tail shows too.
 
-Appends lock ``audit_head`` first (an UPDATE: a row lock on MySQL, the write lock on SQLite),
-so concurrent writers are numbered and chained one at a time. :func:`append` runs inside the
+Appends lock ``audit_head`` first (a locking read on MySQL, an UPDATE taking the write lock on
+SQLite), so concurrent writers are numbered and chained one at a time. :func:`append` runs inside the
 caller's DB transaction: the event commits with the work it records, or not at all. The
 triggers of migration 0004 refuse UPDATE and DELETE on ``audit_event``.
 """
@@ -92,10 +92,14 @@ def append(conn: Connection, actor: Actor, action: str, *, outcome: Outcome = "s
     """Append one event in the caller's transaction (call it last: it holds the chain's lock); its id."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
-    conn.execute(update(audit_head).where(audit_head.c.head_id == 1)
-                 .values(last_event_id=audit_head.c.last_event_id + 1))
-    event_id, prev = conn.execute(select(audit_head.c.last_event_id, audit_head.c.last_hash)
-                                  .where(audit_head.c.head_id == 1)).one()
+    head = select(audit_head.c.last_event_id, audit_head.c.last_hash).where(audit_head.c.head_id == 1)
+    if conn.dialect.name == "sqlite":  # an UPDATE first takes SQLite's write lock (a read first could not upgrade)
+        conn.execute(update(audit_head).where(audit_head.c.head_id == 1)
+                     .values(last_event_id=audit_head.c.last_event_id + 1))
+        event_id, prev = conn.execute(head).one()
+    else:  # MySQL/MariaDB: a locking read of the one head row serializes appends
+        last, prev = conn.execute(head.with_for_update()).one()
+        event_id = int(last) + 1
     row: dict[str, Any] = {
         "event_id": int(event_id), "time": now or utcnow(), "username": actor.username, "role": actor.role,
         "action": action, "object_type": object_type, "object_ids": _ids(object_ids), "outcome": outcome,
@@ -104,7 +108,8 @@ def append(conn: Connection, actor: Actor, action: str, *, outcome: Outcome = "s
     }
     row["row_hash"] = row_hash(row)
     conn.execute(insert(audit_event).values(**row))
-    conn.execute(update(audit_head).where(audit_head.c.head_id == 1).values(last_hash=row["row_hash"]))
+    conn.execute(update(audit_head).where(audit_head.c.head_id == 1)
+                 .values(last_event_id=int(event_id), last_hash=row["row_hash"]))
     return int(event_id)
 
 
