@@ -2,7 +2,8 @@
 
 - :class:`PasswordIdentityProvider` (``CXR_AUTH_PROVIDER=password``, the default): users and
   argon2 hashes in the DB, a login form, sessions that expire, lock-out after repeated failures.
-  The cookie (signed by tornado, HTTP-only, ``Secure`` over HTTPS) holds a random token; the DB
+  The cookie (signed by tornado, HTTP-only, SameSite=Lax, ``Secure`` over HTTPS, also when a
+  trusted proxy says ``X-Forwarded-Proto: https``) holds a random token; the DB
   holds its sha256 and checks the session on every request.
 - :class:`ProxyIdentityProvider` (``CXR_AUTH_PROVIDER=proxy``): a reverse proxy (OAuth2 proxy, a
   hospital SSO) signs people in and names them in a header (``CXR_PROXY_USER_HEADER``). The
@@ -201,7 +202,10 @@ class PasswordIdentityProvider(_CxrProvider):
         token = getattr(user, "_token", None)
         if token is None:
             return
-        secure = self.secure_cookie if self.secure_cookie is not None else handler.request.protocol == "https"
+        https = handler.request.protocol == "https" or (  # TLS ended at a trusted proxy (load balancer)
+            from_trusted_proxy(handler, self.cxr_settings)
+            and handler.request.headers.get("X-Forwarded-Proto", "").lower() == "https")
+        secure = self.secure_cookie if self.secure_cookie is not None else https
         handler.set_secure_cookie(COOKIE, token, expires_days=None, httponly=True, secure=secure, samesite="Lax",
                                   path=getattr(handler, "base_url", "/"))
 
