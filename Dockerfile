@@ -37,11 +37,14 @@ ENV CXR_DATA_DIR=/data \
 VOLUME ["/data"]
 EXPOSE 8866
 
-# A static file of Voila's template answers without starting a kernel.
+# The sign-in page answers without a user and without starting a kernel (everything else needs a sign-in).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/voila/static/voila.js' % os.environ.get('CXR_DASHBOARD_PORT', '8866'), timeout=4)"
+  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/login' % os.environ.get('CXR_DASHBOARD_PORT', '8866'), timeout=4)"
 
 # `cxr db upgrade` is idempotent: it creates the tables on first start (embedded SQLite) and
 # is a no-op after. Then `cxr dashboard` runs Voila with the dashboard's own settings
-# (kernel culling, websocket size for DICOM uploads, no tracebacks shown).
+# (kernel culling, websocket size for DICOM uploads, no tracebacks shown). It binds 0.0.0.0 inside
+# the container, and every path needs a sign-in: add users first (docker exec ... cxr users add
+# NAME --role ..., the password on stdin), or sign people in through an SSO proxy
+# (CXR_AUTH_PROVIDER=proxy, CXR_TRUSTED_PROXIES=<the proxy's address>). Serve it over TLS only.
 CMD ["sh", "-c", "cxr db upgrade && exec cxr dashboard --notebook /app/notebooks/dashboard.ipynb"]

@@ -25,6 +25,8 @@ with cxr_dag(
         "latest": Param(True, type="boolean", description="Newest matching transaction per image only."),
         "include_empty": Param(True, type="boolean", description="Keep transactions without boxes."),
         "val_fraction": Param(0.2, type="number", minimum=0, maximum=1),
+        "labels": Param(None, type=["null", "string"], enum=[None, "reviewed", "predicted", "both"],
+                        description="reviewed, predicted or both; None: reviewed when any review exists."),
     },
     tags=["stage5"],
     doc_md=__doc__,
@@ -42,5 +44,6 @@ with cxr_dag(
             "latest": "{{ params.latest }}",
             "include_empty": "{{ params.include_empty }}",
             "val_fraction": "{{ params.val_fraction }}",
+            "labels": "{{ params.labels }}",
         },
     )

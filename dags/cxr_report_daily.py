@@ -1,4 +1,5 @@
-"""Daily pipeline report: counts in every store, classes over time, latest runs, model versions."""
+"""Daily pipeline report (counts, classes over time, latest runs, model versions, the model monitor), and the
+model monitoring task, which fails when the model's inputs or scores drift past CXR_DRIFT_THRESHOLD."""
 
 from datetime import timedelta
 
@@ -18,4 +19,10 @@ with cxr_dag(
         task_id="pipeline_report",
         notebook="pipeline_report",
         parameters={"mart_dir": "{{ var.value.get('cxr_mart_dir', 'var/mart') }}", "latest_runs": 5},
+    )
+    # Its own task, so that a drift alert fails it (Airflow alerts) while the report still renders.
+    CxrNotebookOperator(
+        task_id="model_monitoring",
+        notebook="model_monitoring",
+        parameters={"fail_on_alert": True},
     )

@@ -7,7 +7,7 @@
 #   - .venv with the app and spark extras only (scripts/venv.sh): ONNX Runtime serves the model
 #   - a model in the registry (the shipped ONNX one; trained once, with the train extras, if missing)
 #   - synthetic phantom X-rays, PNG and DICOM (fake patient tags, removed at ingest)
-#   - `cxr db upgrade` and `cxr ingest`
+#   - `cxr db upgrade`, a demo user (role admin) whose password is printed once, and `cxr ingest`
 #   - backup, warehouse, mart and the pipeline report, each a papermill run of its notebook
 #     with its record in the lake: runs/demo/<date>/<notebook>.ipynb + .html
 #   - the dashboard (Voila): its URL is printed once it answers
@@ -103,6 +103,19 @@ step "phantoms: $N_PNG PNG + $N_DICOM DICOM (synthetic, fake patient tags)" \
   bash -c '"$1" phantoms "$2" "$3/png" --seed 1000 && "$1" phantoms "$4" "$3/dicom" --dicom --seed 2000' \
   _ "$CXR" "$N_PNG" "$PHANTOMS" "$N_DICOM"
 step "database: migrations" "$CXR" db upgrade
+# The demo user: a random password, piped to `cxr users add` (never an argument, never in the log),
+# printed once at the end. A later `make demo` keeps the user and its password.
+DEMO_USER="${DEMO_USER:-demo}"
+DEMO_PASSWORD=""
+if "$CXR" users list 2>> "$LOG" | awk 'NR > 1 {print $1}' | grep -qx "$DEMO_USER"; then
+  step "users: $DEMO_USER exists (its password was shown when it was made)" true
+else
+  DEMO_PASSWORD="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(12))')"
+  export DEMO_PW_ONCE="$DEMO_PASSWORD"  # in the environment, so the step's logged command line lacks it
+  step "users: $DEMO_USER (role admin) for the dashboard" \
+    bash -c 'printf "%s\n" "$DEMO_PW_ONCE" | "$1" users add "$2" --role admin' _ "$CXR" "$DEMO_USER"
+  unset DEMO_PW_ONCE
+fi
 step "ingest: de-identify, detect, store" \
   "$CXR" ingest "$PHANTOMS/png/images" "$PHANTOMS/dicom/images" --run-id "demo-$DAY"
 
@@ -126,6 +139,12 @@ Reports (executed notebooks, with HTML copies):
 COCO export: $DATA_DIR/mart/demo
 Log of every step: $LOG
 EOF
+if [ -n "$DEMO_PASSWORD" ]; then
+  echo "Dashboard sign-in: user $DEMO_USER, password $DEMO_PASSWORD (shown this once; change it with"
+  echo "  \`$CXR users passwd $DEMO_USER\`; add people with \`$CXR users add NAME --role uploader|radiologist|admin\`)"
+else
+  echo "Dashboard sign-in: user $DEMO_USER (password shown when it was made; reset: \`$CXR users passwd $DEMO_USER\`)"
+fi
 if [ "${DEMO_NO_SERVE:-0}" = 1 ]; then
   echo "Dashboard: http://$HOST:$PORT/  (demo model trained on synthetic phantoms: not for clinical use)"
   echo "DEMO_NO_SERVE=1: not serving the dashboard (start it with \`make dashboard\`)."
@@ -143,7 +162,7 @@ ready=0
 for _ in $(seq 1 240); do
   kill -0 "$pid" 2>/dev/null || break
   if "$VENV/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
-       "http://$HOST:$PORT/voila/static/voila.js" 2>/dev/null; then ready=1; break; fi
+       "http://$HOST:$PORT/login" 2>/dev/null; then ready=1; break; fi  # the sign-in page: no kernel
   sleep 0.5
 done
 if [ $ready = 0 ]; then

@@ -12,6 +12,7 @@ environment, an ignored ``.env`` or an AWS profile. See ``env/*.env*`` for profi
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -95,6 +96,18 @@ class Settings(BaseSettings):
     dashboard_host: str = Field("127.0.0.1")
     dashboard_port: int = Field(8866, ge=1, le=65535)
 
+    # -- people: logins, audit, review, monitoring ----------------------------------------
+    auth_provider: Literal["password", "proxy"] = Field("password", description="Dashboard sign-in: 'password' (users in the DB, argon2) or 'proxy' (a user header set by a trusted reverse proxy / SSO).")
+    session_minutes: int = Field(480, ge=1, le=7 * 24 * 60, description="A dashboard session ends this long after its sign-in.")
+    login_max_failures: int = Field(5, ge=1, le=100, description="Failed sign-ins in a row that lock an account.")
+    lockout_minutes: int = Field(15, ge=1, description="How long a locked account stays locked.")
+    proxy_user_header: str = Field("X-Forwarded-User", description="auth_provider=proxy: the request header naming the signed-in user.")
+    trusted_proxies: str = Field("", description="Comma-separated addresses or networks (CIDR) of reverse proxies whose user header and X-Forwarded-For are believed; empty trusts none.")
+    cookie_secret_file: Path | None = Field(None, description="Key that signs the session cookie (a secret); empty means <data_dir>/secrets/cookie.key, made on first use.")
+    drift_threshold: float = Field(0.25, gt=0.0, description="Population stability index above which the model monitor alerts.")
+    monitor_window_days: int = Field(7, ge=1, le=366, description="The model monitor compares the last this-many days with the model's reference.")
+    monitor_min_samples: int = Field(100, ge=1, description="Fewest images (and boxes) in the window for a drift figure to alert (a PSI of fewer values is mostly noise).")
+
     # -- validators: one clear line naming the setting ------------------------------------
     @field_validator("db_url")
     @classmethod
@@ -121,6 +134,23 @@ class Settings(BaseSettings):
         return v
 
     # -- derived values -------------------------------------------------------------------
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or network: {part!r}") from None
+        return v
+
+    @field_validator("proxy_user_header")
+    @classmethod
+    def _header(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c == "-" for c in v):
+            raise ValueError(f"not an HTTP header name: {v!r}")
+        return v
+
     @property
     def resolved_db_url(self) -> str:
         return self.db_url or f"sqlite:///{(self.data_dir / 'cxr.db').resolve()}"

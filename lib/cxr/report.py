@@ -28,11 +28,11 @@ from cxr.stores.catalog import Stores
 from cxr.stores.db import describe_error
 from cxr.stores.lake import Lake
 from cxr.stores.runs import RunSummary, read_run_summaries
-from cxr.stores.schema import image, pred_bounding_box, transaction
+from cxr.stores.schema import app_user, audit_event, image, pred_bounding_box, review, transaction
 from cxr.stores.warehouse import IMAGES_COLLECTION
 from cxr.stores.watermark import get_watermark
 
-STORES = ("db", "lake_backup", "warehouse", "mart")
+STORES = ("db", "lake_backup", "warehouse", "mart", "people")
 
 
 @dataclass
@@ -156,6 +156,11 @@ def _db_part(stores: Stores, report: PipelineReport) -> None:
                     select(transaction.c.time, pred_bounding_box.c.pred_class, pred_bounding_box.c.pred_bbox_id)
                     .select_from(transaction.join(pred_bounding_box,
                                                   pred_bounding_box.c.transaction_id == transaction.c.transaction_id))))
+            report.counts["people"] = {  # the DB's people tables (migration 0004)
+                "users": conn.scalar(select(func.count()).select_from(app_user)),
+                "reviews": conn.scalar(select(func.count()).select_from(review)),
+                "audit events": conn.scalar(select(func.count()).select_from(audit_event)),
+            }
             tv = transaction.c
             report.model_rows.extend(tuple(r) for r in conn.execute(
                 select(tv.model_version, func.count(), func.min(tv.time), func.max(tv.time)).group_by(tv.model_version)))

@@ -48,9 +48,14 @@ def dashboard(tmp_path, models_dir):
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "jr"), "JUPYTER_CONFIG_DIR": str(tmp_path / "jc"),
            "JUPYTER_DATA_DIR": str(tmp_path / "jd"), "IPYTHONDIR": str(tmp_path / "ipy"),
            "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
+    from people_factory import user
+
     from cxr.stores.db import make_engine, upgrade
 
-    upgrade(make_engine(f"sqlite:///{data / 'cxr.db'}"))
+    engine = make_engine(f"sqlite:///{data / 'cxr.db'}")
+    upgrade(engine)
+    user(engine, "uploader1", "uploader")  # every page needs a sign-in (issue 14)
+    engine.dispose()
     log = open(tmp_path / "voila.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "cxr", "dashboard", "--port", str(port), "--cull-idle", "120"],
                             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -121,7 +126,10 @@ def test_upload_png_and_dicom_move_thresholds_and_reject_bad_file(dashboard, pag
     bad = tmp_path / "in" / "bad.png"
     bad.write_bytes(b"this is not an image")
 
-    page.goto(dashboard["url"])
+    from dashboard_server import browser_login
+    from people_factory import PASSWORD
+
+    browser_login(page, dashboard["url"], "uploader1", PASSWORD)
     page.wait_for_selector(".widget-upload", timeout=240_000)  # kernel start + model load
     assert "not for clinical use" in page.inner_text(".cxr-note")
 
@@ -176,8 +184,12 @@ def test_model_is_loaded_once_per_kernel(make_settings, models_dir):
     from cxr.app.dashboard import Dashboard
     from cxr.stores.db import engine_from_settings, upgrade
 
+    from people_factory import sign_in
+
     settings = make_settings(models_dir=models_dir)
-    upgrade(engine_from_settings(settings))
+    engine = engine_from_settings(settings)
+    upgrade(engine)
+    sign_in(engine, "uploader")  # the kernel acts for a signed-in user (issue 14)
     a, b = Dashboard.from_settings(settings), Dashboard.from_settings(settings)
     assert a.banner.value == "" and not a.upload.disabled
     assert a.predictor is b.predictor

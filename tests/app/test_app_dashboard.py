@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 from ingest_factory import FakePredictor, count_rows, gradient, lake_keys, make_dicom, png_bytes
+from people_factory import sign_in
 
 from cxr.app import render
 from cxr.app.dashboard import Dashboard
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def dash(make_settings, sqlite_engine, local_lake):
-    return Dashboard(make_settings(), predictor=FakePredictor(), engine=sqlite_engine, lake=local_lake)
+    session = sign_in(sqlite_engine, "uploader")  # the dashboard acts for a signed-in user (issue 14)
+    return Dashboard(make_settings(), predictor=FakePredictor(), engine=sqlite_engine, lake=local_lake,
+                     session=session)
 
 
 def _n_findings(d: Dashboard) -> int:

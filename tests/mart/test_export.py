@@ -156,6 +156,10 @@ def test_bad_rendition_is_an_integrity_error(warehouse_db, local_lake, tmp_path)
 
 
 def test_cli_exports_and_rejects_bad_input_in_one_line(services, warehouse_db, local_lake, tmp_path, run_cxr):
+    from cxr.config import load_settings
+    from cxr.stores.db import make_engine, upgrade
+
+    upgrade(make_engine(load_settings().resolved_db_url))  # exports are audited in the metadata DB (issue 14)
     populate(warehouse_db, local_lake, _docs()[:4])
     env = {"CXR_WAREHOUSE_URL": services["CXR_WAREHOUSE_URL"], "CXR_WAREHOUSE_DB": warehouse_db.name,
            "CXR_LAKE_URL": local_lake.url}
@@ -181,7 +185,8 @@ def test_documents_made_by_the_warehouse_transform_export(warehouse_db, local_la
                 "image_file": f"{sha}.dicom", "width": 50, "height": 40, "source_format": "dicom",
                 "created_at": datetime(2024, 6, 1), "transaction_id": image_id, "time": datetime(2024, 6, 1, image_id),
                 "cs_thr": 0.5, "nms_thr": 0.5, "model_version": "3", "run_id": "r", "study_key": None,
-                "patient_key": None, "source": "ingest", "skip_reason": None}
+                "patient_key": None, "source": "ingest", "skip_reason": None,
+                "user_id": None, "intensity_mean": None, "intensity_std": None}  # migration 0004
         nulls = dict.fromkeys(("pred_bbox_id", "pred_class", "class_id", "pred_cs", "x_min", "y_min", "x_max", "y_max"))
         if image_id == 1:  # two boxes
             rows += [{**base, "pred_bbox_id": 10 + k, "pred_class": CLASSES[k], "class_id": k, "pred_cs": 0.9,

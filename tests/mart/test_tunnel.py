@@ -20,6 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _ssh_env(services, ssh_target, warehouse_db, lake) -> dict[str, str]:
+    from cxr.config import load_settings
+    from cxr.stores.db import make_engine, upgrade
+
+    upgrade(make_engine(load_settings().resolved_db_url))  # exports are audited in the metadata DB (issue 14)
     return {
         "CXR_WAREHOUSE_URL": services["CXR_WAREHOUSE_URL"], "CXR_WAREHOUSE_DB": warehouse_db.name,
         "CXR_LAKE_URL": lake.url, "CXR_SSH_HOST": ssh_target.host, "CXR_SSH_PORT": str(ssh_target.port),

@@ -31,7 +31,8 @@ def row(image_id: int, tid: int, bid: int | None, *, when: datetime | None = Non
          "pred_bbox_id": bid, "pred_class": cls if bid else None, "class_id": 2 if bid else None,
          "pred_cs": 0.75 if bid else None, "x_min": 1.0 if bid else None, "y_min": 2.0 if bid else None,
          "x_max": 3.5 if bid else None, "y_max": 4.5 if bid else None,
-         "study_key": None, "patient_key": None, "source": "ingest", "skip_reason": None}
+         "study_key": None, "patient_key": None, "source": "ingest", "skip_reason": None,
+         "user_id": None, "intensity_mean": None, "intensity_std": None}  # migration 0004
     assert set(r) == set(JOINED_COLUMNS)
     return r
 

@@ -6,6 +6,11 @@ prediction is stored (:func:`cxr.ingest.pipeline.store_prediction`) and shown. M
 score/NMS sliders or the class toggles re-filters the cached raw output
 (``Predictor.postprocess``) without running the model again; "Save with these thresholds"
 stores another transaction for the same image. A bad file shows a banner and stores nothing.
+
+Every action runs as the signed-in user of the page's session (:mod:`cxr.auth.sessions`; the
+server binds the kernel to it): it is checked again before each store, stored as the
+transaction's ``user_id`` and audited. The history shows an uploader only their own uploads.
+Without a valid session the dashboard shows why and stores nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from cxr.app import render
+from cxr.app.admin_panel import AdminPanel
 from cxr.app.history import recent_uploads
+from cxr.app.review_panel import ReviewPanel
+from cxr.auth.sessions import Session, kernel_session
 from cxr.config import Settings, get_settings
 from cxr.errors import CxrError
 from cxr.ingest.decode import DecodedUpload, decode_upload
@@ -34,6 +42,7 @@ from cxr.stores.lake import Lake
 log = logging.getLogger("cxr.app")
 
 ACCEPT = ".png,.jpg,.jpeg,.dcm,.dicom,image/png,image/jpeg,application/dicom"
+NOT_SIGNED_IN = "not signed in, or the session has ended: reload the page and sign in (`cxr dashboard`)"
 
 
 class Dashboard:
@@ -41,8 +50,10 @@ class Dashboard:
 
     def __init__(self, settings: Settings, *, predictor: Predictor | None = None, engine: Engine | None = None,
                  lake: Lake | None = None, score_thr: float | None = None, nms_thr: float | None = None,
-                 history_limit: int = 10, run_id: str | None = None, startup_error: str | None = None):
+                 history_limit: int = 10, run_id: str | None = None, startup_error: str | None = None,
+                 session: Session | None = None):
         self.settings = settings
+        self.session = session
         self.predictor = predictor
         self.engine = engine
         self.lake = lake
@@ -91,9 +102,29 @@ class Dashboard:
                       if predictor is not None else "No model loaded")
         card_box = w.Accordion(children=[self.card], titles=("Model card",))
         card_box.selected_index = None
+        reviewer = session is not None and session.principal.may("radiologist")
+        self.review_pick = w.Dropdown(options=[], description="Transaction", style={"description_width": "90px"},
+                                      layout=layout(width="520px"))
+        self.review_open = w.Button(description="Open for review", icon="search", layout=layout(width="auto"))
+        self.review_last = w.Button(description="Review this prediction", icon="pencil", disabled=True,
+                                    layout=layout(width="auto"))
+        for b, cls in ((self.review_open, "cxr-review-open"), (self.review_last, "cxr-review-last")):
+            b.add_class(cls)
+        self.review = ReviewPanel(engine, lake, classes, self.signed_in, on_saved=lambda _rid: self.refresh_history()) \
+            if reviewer and engine is not None and lake is not None else None
+        self.review_open.on_click(lambda _b: self.review_pick.value is not None and self.open_review(self.review_pick.value))
+        self.review_last.on_click(lambda _b: self.last_saved is not None and self.open_review(self.last_saved.transaction_id))
+        self.admin = AdminPanel(engine, self.signed_in) \
+            if session is not None and session.principal.may("admin") and engine is not None else None
+        review_box = (w.VBox([w.HTML("<h3>Review (radiologists)</h3>"), w.HBox([self.review_pick, self.review_open,
+                                                                             self.review_last]), self.review.widget])
+                      if self.review is not None else w.VBox([]))
 
+        self.user_line = w.HTML(render.user_html(session.principal.username, session.principal.role)
+                                if session is not None else "")
         self.widget = w.VBox([
             self.title,
+            self.user_line,
             w.HTML(model_line),
             w.HBox([self.upload, self.save]),
             self.banner,
@@ -104,6 +135,8 @@ class Dashboard:
             self.images,
             self.findings,
             w.HTML("<h3>Recent uploads</h3>"), self.history,
+            review_box,
+            self.admin.widget if self.admin is not None else w.VBox([]),
             card_box,
         ], layout=layout(padding="8px"))
 
@@ -136,18 +169,36 @@ class Dashboard:
             engine = stores.engine
             check_connection(engine)
             lake = stores.lake
-        except CxrError as exc:
-            return cls(settings, predictor=predictor, engine=engine, lake=lake, startup_error=f"cannot start: {exc}",
+            session = kernel_session(engine)
+        except (CxrError, SQLAlchemyError) as exc:
+            why = str(exc) if isinstance(exc, CxrError) else type(exc).__name__
+            return cls(settings, predictor=predictor, engine=engine, lake=lake, startup_error=f"cannot start: {why}",
                        **knobs)
-        return cls(settings, predictor=predictor, engine=engine, lake=lake, **knobs)
+        if session is None:
+            return cls(settings, predictor=predictor, engine=engine, lake=lake, startup_error=NOT_SIGNED_IN, **knobs)
+        return cls(settings, predictor=predictor, engine=engine, lake=lake, session=session, **knobs)
 
     def show(self) -> Dashboard:
         display(self.widget)
         return self
 
     # -- behaviour --------------------------------------------------------------------------------
-    def show_error(self, message: str, **kwargs) -> None:
+    def show_error(self, message: str, **kwargs: object) -> None:
         self.banner.value = render.error_html(message, **kwargs)
+
+    def signed_in(self) -> Session | None:
+        """The page's session if it is still valid (checked in the DB before every action), else None
+        with the banner saying so."""
+        try:
+            session = kernel_session(self.engine) if self.engine is not None else None
+        except SQLAlchemyError:
+            session = None
+        if session is None or self.session is None or session.token_hash != self.session.token_hash:
+            self.show_error(NOT_SIGNED_IN, title="Signed out", nothing_stored=True)
+            self.upload.disabled = True
+            return None
+        self.session = session
+        return session
 
     def enabled_classes(self) -> set[str]:
         return {c for c, t in self.toggles.items() if t.value}
@@ -167,6 +218,8 @@ class Dashboard:
         self.banner.value = ""
         self.saved.value = ""
         self.warnings.value = ""
+        if self.signed_in() is None:
+            return False
         try:
             upload = decode_upload(name, data, self.settings)
         except CxrError as exc:
@@ -218,26 +271,39 @@ class Dashboard:
         """Store the current image with the current thresholds (all classes) as a new transaction."""
         if self.upload_state is None:
             return None
+        session = self.signed_in()
+        if session is None:
+            return None
         det = self.predictor.postprocess(self.raw, score_thr=self.score.value, nms_thr=self.nms.value)
         try:
             res = store_prediction(self.engine, self.lake, self.upload_state, det, score_thr=self.score.value,
                                    nms_thr=self.nms.value, model_version=self.predictor.model_version,
-                                   run_id=self.run_id, source="dashboard")
+                                   run_id=self.run_id, source="dashboard", actor=session.actor())
         except (CxrError, SQLAlchemyError, OSError) as exc:
             self.show_error(f"the prediction is shown but could not be saved ({type(exc).__name__}).",
                             title="Not saved", nothing_stored=False)
             log.warning("dashboard store failed: %s", type(exc).__name__)
             return None
         self.last_saved = res
+        self.review_last.disabled = self.review is None
         self.saved.value = render.saved_html(res.transaction_id, res.image_id, res.created_image,
                                              self.score.value, self.nms.value)
         self.refresh_history()
         return res
 
+    def open_review(self, transaction_id: int) -> bool:
+        """Open a stored transaction in the review panel (radiologists and admins)."""
+        return self.review is not None and self.review.open(int(transaction_id))
+
     def refresh_history(self) -> None:
-        if self.engine is None:
+        if self.engine is None or self.session is None:
             return
+        p = self.session.principal
         try:
-            self.history.value = render.history_html(recent_uploads(self.engine, self.history_limit))
+            rows = recent_uploads(self.engine, self.history_limit, user_id=None if p.may("radiologist") else p.user_id)
+            self.history.value = render.history_html(rows, own_only=not p.may("radiologist"))
+            self.review_pick.options = [(f"#{r['transaction_id']} {r['time']:%Y-%m-%d %H:%M} "
+                                         f"{r['original_name'] or r['image_file']} ({r['n_boxes']} box(es), "
+                                         f"{r['n_reviews']} review(s))", r["transaction_id"]) for r in rows]
         except SQLAlchemyError as exc:
             self.history.value = f"<i>History unavailable ({type(exc).__name__}).</i>"

@@ -75,20 +75,28 @@ def findings_html(records: list[dict], score_thr: float = 0.0, nms_thr: float = 
             f"y_max)</th></tr></thead><tbody>{rows}</tbody></table></div>")
 
 
-def history_html(rows: list[dict]) -> str:
-    """Recent uploads from the DB."""
+def history_html(rows: list[dict], *, own_only: bool = False) -> str:
+    """Recent uploads from the DB (``own_only``: the caption says they are the user's own)."""
+    whose = "your uploads" if own_only else "all uploads"
     if not rows:
-        return '<div class="cxr-history" data-n="0"><i>No uploads stored yet.</i></div>'
+        return f'<div class="cxr-history" data-n="0" data-scope="{whose}"><i>No uploads stored yet ({whose}).</i></div>'
     body = "".join(
-        f"<tr><td>{r['transaction_id']}</td><td>{r['time']:%Y-%m-%d %H:%M:%S}</td>"
+        f"<tr data-transaction='{r['transaction_id']}'><td>{r['transaction_id']}</td><td>{r['time']:%Y-%m-%d %H:%M:%S}</td>"
         f"<td>{html.escape(str(r['original_name'] or r['image_file']))}</td><td>{html.escape(r['source_format'])}</td>"
-        f"<td>{r['n_boxes']}</td><td>{r['cs_thr']:.2f} / {r['nms_thr']:.2f}</td>"
+        f"<td>{r['n_boxes']}</td><td>{r.get('n_reviews', 0)}</td><td>{r['cs_thr']:.2f} / {r['nms_thr']:.2f}</td>"
         f"<td>{html.escape(r['model_version'])}</td></tr>"
         for r in rows
     )
-    return (f'<div class="cxr-history" data-n="{len(rows)}"><table class="cxr-table"><thead><tr><th>transaction</th>'
-            "<th>time (UTC)</th><th>file</th><th>format</th><th>findings</th><th>score / NMS thr</th><th>model</th>"
-            f"</tr></thead><tbody>{body}</tbody></table></div>")
+    return (f'<div class="cxr-history" data-n="{len(rows)}" data-scope="{whose}"><p><i>Showing {whose}.</i></p>'
+            '<table class="cxr-table"><thead><tr><th>transaction</th>'
+            "<th>time (UTC)</th><th>file</th><th>format</th><th>findings</th><th>reviews</th><th>score / NMS thr</th>"
+            f"<th>model</th></tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def user_html(username: str, role: str) -> str:
+    """Who is signed in, with the sign-out link."""
+    return (f'<div class="cxr-user" data-user="{html.escape(username)}" data-role="{html.escape(role)}">Signed in as '
+            f'<b>{html.escape(username)}</b> ({html.escape(role)}) &middot; <a href="logout">Sign out</a></div>')
 
 
 def error_html(message: str, *, title: str = "Not accepted", nothing_stored: bool = True) -> str:

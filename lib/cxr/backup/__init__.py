@@ -4,7 +4,8 @@
   checksums). No store is opened there.
 - :mod:`cxr.backup.manifest`: the summary a manifest records and the engine-independent id checksum.
 - :mod:`cxr.backup.spark`: the local SparkSession and the partitioned JDBC reader.
-- :mod:`cxr.backup.steps`: plan, extract, write, verify; :mod:`cxr.backup.purge`: the guarded purge;
+- :mod:`cxr.backup.steps`: plan, extract, write, verify; :mod:`cxr.backup.tables`: the reviews and
+  audit events beside each run; :mod:`cxr.backup.purge`: the guarded purge;
   :mod:`cxr.backup.glue`: the same job started on AWS Glue.
 - :mod:`cxr.backup.job`: :func:`~cxr.backup.job.run_backup`, the sequence of those steps.
 

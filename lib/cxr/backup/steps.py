@@ -24,6 +24,7 @@ from sqlalchemy import Engine, select
 from cxr.backup import transforms as T
 from cxr.backup.manifest import compare, id_checksum, new_run_id, summarize_table
 from cxr.backup.spark import TableReader, jdbc_reader, spark_session
+from cxr.backup.tables import verify_tables, write_tables
 from cxr.errors import IntegrityError
 from cxr.stores import layout
 from cxr.stores.layout import BackupLayout
@@ -153,12 +154,13 @@ def _write_run(stores: Stores, plan: WritePlan, spark: SparkSession, timer: Time
         prefix = layout.backup_run_prefix(plan.layout, run_id)
         with timer("load_s"):
             files = _write_files(stores, df, plan, prefix)
+            tables = write_tables(stores.engine, stores.lake, prefix, plan.tids)
     finally:
         df.unpersist()
     manifest = Manifest(run_id=run_id, layout=plan.layout, before=plan.before.isoformat(),
                         created_at=datetime.now(UTC).isoformat(), source=stores.engine.dialect.name, summary=summary,
                         partitions=partitions, files=files,
-                        transaction_id_range=(int(plan.tids.min()), int(plan.tids.max())))
+                        transaction_id_range=(int(plan.tids.min()), int(plan.tids.max())), tables=tables)
     stores.lake.put(layout.manifest_key(run_id), manifest.to_json(), content_type="application/json")
     stores.lake.put(manifest.success_key, b"", content_type="text/plain")
     return manifest
@@ -188,6 +190,7 @@ class VerifiedRun:
     box_ids: np.ndarray
     image_ids: np.ndarray
     boxes_per_transaction: dict[int, int]
+    reviews: dict[int, set[int]] = field(default_factory=dict)  # transaction_id -> review ids in the copy
 
     @property
     def ok(self) -> bool:
@@ -204,12 +207,14 @@ def verify_run(lake: Lake, manifest: Manifest) -> VerifiedRun:
     boxes = table.filter(pc.is_valid(table.column("pred_bbox_id")))
     counts = boxes.group_by("transaction_id").aggregate([("pred_bbox_id", "count")])
     per_tx = dict(zip(counts.column("transaction_id").to_pylist(), counts.column("pred_bbox_id_count").to_pylist()))
+    table_checks, reviews = verify_tables(lake, manifest)
     return VerifiedRun(
-        manifest, checks,
+        manifest, checks + table_checks,
         np.unique(table.column("transaction_id").to_numpy()),
         boxes.column("pred_bbox_id").to_numpy(),
         np.unique(table.column("image_id").to_numpy()),
         per_tx,
+        reviews,
     )
 
 

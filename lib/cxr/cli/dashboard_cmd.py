@@ -11,18 +11,22 @@ from cxr.config import Settings
 REPO = Path(__file__).resolve().parents[3]
 NOTEBOOK = REPO / "notebooks" / "dashboard.ipynb"
 MIN_WS_MESSAGE = 64 * 1024 * 1024
+PROVIDERS = {"password": "cxr.auth.jupyter.PasswordIdentityProvider", "proxy": "cxr.auth.jupyter.ProxyIdentityProvider"}
 
 
 def voila_command(notebook: Path, *, host: str, port: int, max_upload_bytes: int, cull_idle_s: int = 900,
-                  cull_interval_s: int = 60) -> list[str]:
-    """The Voila command line: loopback by default, kernel culling, a websocket limit fit for DICOM."""
+                  cull_interval_s: int = 60, auth_provider: str = "password") -> list[str]:
+    """The Voila command line: loopback by default, sign-in on every path (cxr's identity provider and
+    authorizer; :mod:`cxr.app.voila_app`), kernel culling, a websocket limit fit for DICOM."""
     import sys
 
     # Uploads travel over the kernel websocket as one binary message; leave room for framing.
     ws_limit = max(MIN_WS_MESSAGE, 2 * max_upload_bytes + 1024 * 1024)
     return [
-        sys.executable, "-m", "voila", str(notebook),
+        sys.executable, "-m", "cxr.app.voila_app", str(notebook),
         f"--port={port}", "--no-browser", f"--Voila.ip={host}",
+        f"--Voila.identity_provider_class={PROVIDERS[auth_provider]}",
+        "--Voila.authorizer_class=cxr.auth.jupyter.RoleAuthorizer",
         f"--Voila.tornado_settings={{'websocket_max_message_size': {ws_limit}}}",
         f"--MappingKernelManager.cull_idle_timeout={cull_idle_s}",
         f"--MappingKernelManager.cull_interval={cull_interval_s}",
@@ -57,9 +61,11 @@ def register(root: typer.Typer) -> None:
         cull_idle: int = typer.Option(900, "--cull-idle", help="Seconds after which an idle kernel (closed tab) is shut down."),
         notebook: Path = typer.Option(NOTEBOOK, "--notebook", help="Dashboard notebook to serve."),
     ) -> None:
-        """Serve the upload-and-detect dashboard (Voila) on 127.0.0.1:8866.
+        """Serve the upload-and-detect dashboard (Voila) on 127.0.0.1:8866, behind a sign-in.
 
-        Each browser tab gets a kernel that loads the model once; idle kernels are culled.
+        People sign in with a cxr user (`cxr users add`), or through a trusted SSO proxy
+        (CXR_AUTH_PROVIDER=proxy). Each browser tab gets a kernel that loads the model once;
+        idle kernels are culled.
         The demo model is trained on synthetic images: not for clinical use.
         """
         import subprocess
@@ -73,7 +79,7 @@ def register(root: typer.Typer) -> None:
         host = host or settings.dashboard_host
         port = port or settings.dashboard_port
         cmd = voila_command(notebook, host=host, port=port, max_upload_bytes=settings.max_upload_bytes,
-                            cull_idle_s=cull_idle)
+                            cull_idle_s=cull_idle, auth_provider=settings.auth_provider)
         typer.echo(f"cxr dashboard: http://{host}:{port}/ (Ctrl-C stops it)", err=True)
         try:
             rc = subprocess.call(cmd, env=voila_env(settings))

@@ -22,26 +22,30 @@ def mart(
     model_version: Optional[str] = typer.Option(None, help="Only transactions made by this model version."),
     latest: bool = typer.Option(True, "--latest/--all-transactions", help="Newest matching transaction per image, or every matching transaction (one COCO image each)."),
     skip_empty: bool = typer.Option(False, "--skip-empty", help="Leave out transactions with no box left after the filters (kept by default as negatives)."),
-    val_fraction: float = typer.Option(0.2, min=0.0, max=0.99, help="Share of images in the validation split (by a hash of the image's sha256; stable across exports)."),
+    val_fraction: float = typer.Option(0.2, min=0.0, max=0.99, help="Share of patients (of images without a patient key) in the validation split, by a keyed hash; no patient in both splits, stable across exports."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="reviewed (radiologists' final boxes, each image's newest review), predicted (the detector's) or both, each annotation with its provenance. Default: reviewed when any review exists, else predicted."),
     workers: int = typer.Option(16, min=1, max=256, help="Concurrent downloads from the lake."),
     retries: int = typer.Option(3, min=0, max=20, help="Retries per failed download before it is reported."),
     via_tunnel: Optional[bool] = typer.Option(None, "--via-tunnel/--no-tunnel", help="Reach the warehouse through the SSH tunnel (CXR_SSH_*). Default: when CXR_SSH_HOST is set."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show a progress bar (default: when stderr is a terminal)."),
 ) -> None:
-    """Export the warehouse's predictions and the lake's PNG renditions as a COCO dataset in OUT_DIR.
+    """Export the warehouse's labels and the lake's PNG renditions as a COCO dataset in OUT_DIR.
 
-    Boxes are model predictions (pseudo-labels), not ground truth. Fails, writing no annotation
-    file, when an image cannot be fetched; run it again to resume without re-downloading.
+    Reviewed labels are radiologists' boxes; predicted ones are the model's (pseudo-labels, not
+    ground truth). The export is recorded in the audit trail. Fails, writing no annotation file,
+    when an image cannot be fetched; run it again to resume without re-downloading.
     """
     from cxr.config import get_settings
     from cxr.mart.export import export_mart
     from cxr.mart.filters import MartFilters
+    from cxr.stores.db import engine_from_settings
 
     f = MartFilters(since=since, until=until, min_score=min_score,  # type: ignore[arg-type] - MartFilters parses strings
                     classes=classes, model_version=model_version,
-                    latest=latest, include_empty=not skip_empty, val_fraction=val_fraction)
-    result = export_mart(out_dir, f, settings=get_settings(), workers=workers, retries=retries,
-                         progress=progress, via_tunnel=via_tunnel)
+                    latest=latest, include_empty=not skip_empty, val_fraction=val_fraction, labels=labels)
+    settings = get_settings()
+    result = export_mart(out_dir, f, settings=settings, workers=workers, retries=retries,
+                         progress=progress, via_tunnel=via_tunnel, engine=engine_from_settings(settings))
     typer.echo(result.summary())
 
 

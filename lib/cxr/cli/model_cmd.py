@@ -188,6 +188,32 @@ def card_cmd(
     typer.echo(text)
 
 
+@model.command("drift-reference")
+def drift_reference_cmd(
+    model_dir: Optional[Path] = typer.Option(None, help="A model folder (default: the registry's CXR_MODEL_NAME/VERSION)."),
+    n: int = typer.Option(200, min=10, help="Held-out phantoms to run the model on."),
+    size: int = typer.Option(512, min=64, help="Phantom size in pixels."),
+) -> None:
+    """Compute the drift reference of a model from held-out phantoms and store it in its metadata.json.
+
+    Deterministic (the evaluation seeds, the ONNX model, no training): what `cxr model train` stores
+    for a new model, for a model made before it did. The model monitor compares live data with it.
+    """
+    from cxr.model.drift import phantom_arrays, reference_for, write_reference
+    from cxr.model.evaluate import EVAL_SEED_BASE
+    from cxr.model.predict import OnnxPredictor
+    from cxr.model.registry import read_metadata, resolve_model_dir
+
+    s = _settings()
+    d = model_dir or resolve_model_dir(s.models_dir, s.model_name, s.model_version)
+    meta = read_metadata(d)
+    ref = reference_for(OnnxPredictor(d, meta), phantom_arrays(n, size, meta.classes, EVAL_SEED_BASE),
+                        f"{n} held-out synthetic phantoms ({size} px, seeds from {EVAL_SEED_BASE})", total=n)
+    path = write_reference(d, ref)
+    feats = ", ".join(f"{k} (n={v.n})" for k, v in ref.features.items())
+    typer.echo(f"{path}: drift reference from {ref.source}: {feats}")
+
+
 def register(root: typer.Typer) -> None:
     root.command("phantoms")(phantoms)
     root.add_typer(model, name="model")

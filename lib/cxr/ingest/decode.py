@@ -22,6 +22,7 @@ from cxr.config import Settings
 from cxr.dicom.deid import deidentify, keyed_hash, load_key, provenance_keys
 from cxr.errors import InputError
 from cxr.ingest import names, validate
+from cxr.model.drift import intensity_stats
 from cxr.model.pixels import decode_raster, dicom_to_array, parse_dicom, quiet_pydicom, to_uint8
 from cxr.stores import layout
 
@@ -46,6 +47,8 @@ class DecodedUpload:
     upload_key: str | None = None  # keyed hash of the bytes as uploaded (dicom.deid.keyed_hash)
     study_key: str | None = None  # keyed hash of the StudyInstanceUID (DICOM only)
     patient_key: str | None = None  # keyed hash of the PatientID (DICOM only)
+    intensity_mean: float | None = None  # of ``array`` (model.drift.intensity_stats): drift monitoring
+    intensity_std: float | None = None
 
     @cached_property
     def sha256(self) -> str:
@@ -81,10 +84,12 @@ def decode_upload(name: str, data: bytes, settings: Settings) -> DecodedUpload:
         notes += raster_notes
         stored, identifiers = data, frozenset()
     height, width = array.shape
+    mean, std = intensity_stats(array)
     return DecodedUpload(
         array=array, width=width, height=height, source_format=fmt, stored_bytes=stored,
         extension=validate.STORED_EXTENSION[fmt], rendition_png=rendition(array), warnings=notes,
         name=names.mask_name(name, identifiers), upload_key=keyed_hash(key, "upload", data), **keys,
+        intensity_mean=mean, intensity_std=std,
     )
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from tqdm import tqdm
 
+from cxr.auth.audit import Actor, append
 from cxr.config import Settings
 from cxr.errors import InputError
 from cxr.ingest import names
@@ -77,12 +78,14 @@ def utcnow() -> datetime:
 def store_prediction(engine: Engine, lake: Lake, upload: DecodedUpload, detections: Detections | None, *,
                      score_thr: float, nms_thr: float, model_version: str, run_id: str,
                      original_name: str | None = None, resume: bool = False, source: Source | None = None,
-                     skip_reason: str | None = None) -> StoredResult:
+                     skip_reason: str | None = None, actor: Actor | None = None) -> StoredResult:
     """Put the upload's objects in the lake, then record image + transaction + boxes in one DB transaction.
 
     The stored name is the upload's masked name (``decode_upload`` removed the identifiers);
     an ``original_name`` given instead is masked the same way (digit runs). ``detections`` None
-    with a ``skip_reason`` records a transaction for which the detector did not run.
+    with a ``skip_reason`` records a transaction for which the detector did not run. The same DB
+    transaction appends the ``upload`` audit event of ``actor`` (default: the operator running
+    this process); a signed-in ``actor`` with a ``user_id`` is the transaction's ``user_id``.
     """
     sha = upload.sha256
     checkpoint("put_image")
@@ -104,12 +107,17 @@ def store_prediction(engine: Engine, lake: Lake, upload: DecodedUpload, detectio
         "study_key": upload.study_key,
         "patient_key": upload.patient_key,
         "upload_key": upload.upload_key,
+        "intensity_mean": upload.intensity_mean,
+        "intensity_std": upload.intensity_std,
     }
+    actor = actor or Actor.operator()
     transaction_row = {"cs_thr": float(score_thr), "nms_thr": float(nms_thr), "model_version": str(model_version)[:64],
-                       "run_id": str(run_id)[:64], "source": source, "skip_reason": skip_reason[:255] if skip_reason else None}
+                       "run_id": str(run_id)[:64], "source": source, "skip_reason": skip_reason[:255] if skip_reason else None,
+                       "user_id": actor.user_id}
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            image_id, txn_id, created, new_txn = _record(engine, image_row, transaction_row, boxes, resume=resume)
+            image_id, txn_id, created, new_txn = _record(engine, image_row, transaction_row, boxes, resume=resume,
+                                                         actor=actor)
             break
         except DBAPIError as exc:  # deadlock / lock timeout / SQLite busy: the transaction was rolled back
             if attempt == MAX_ATTEMPTS or not _retryable(exc):
@@ -152,7 +160,7 @@ def _insert_image(conn: Connection, image_row: dict[str, object]) -> tuple[int, 
 
 
 def _record(engine: Engine, image_row: dict[str, object], transaction_row: dict[str, object], boxes: list[dict], *,
-            resume: bool) -> tuple[int, int, bool, bool]:
+            resume: bool, actor: Actor) -> tuple[int, int, bool, bool]:
     checkpoint("begin")
     with engine.begin() as conn:
         checkpoint("insert_image")
@@ -178,6 +186,9 @@ def _record(engine: Engine, image_row: dict[str, object], transaction_row: dict[
                 }
                 for b in boxes
             ])
+        append(conn, actor, "upload", object_type="transaction", object_ids=[txn_id],
+               detail={"image_id": int(image_id), "new_image": created, "boxes": len(boxes),
+                       "source": transaction_row["source"]})
         checkpoint("commit")
     return int(image_id), int(txn_id), created, True
 

@@ -33,14 +33,17 @@ from pathlib import Path
 
 from PIL import Image
 from pymongo.database import Database
+from sqlalchemy import Engine
 from tqdm.auto import tqdm
 
+from cxr.auth.audit import Actor, record
 from cxr.config import Settings, get_settings
 from cxr.errors import CxrError, InputError, IntegrityError
 from cxr.mart.coco import ImageFile, MartBuild, build_coco, class_counts, class_table, dataset_card, subset
-from cxr.mart.filters import MartFilters, warehouse_query
+from cxr.mart.filters import MartFilters, has_reviews, warehouse_query
 from cxr.model.registry import read_metadata, resolve_model_dir
 from cxr.stores import warehouse
+from cxr.stores.db import reading as db_reading
 from cxr.stores.lake import Lake, ObjectNotFound, lake_from_settings
 from cxr.stores.watermark import get_watermark
 
@@ -244,12 +247,15 @@ def model_classes(settings: Settings, version: str | None = None) -> tuple[str, 
 def export_mart(out_dir: Path | str, filters: MartFilters | None = None, *, settings: Settings | None = None,
                 database: Database | None = None, lake: Lake | None = None, classes: Sequence[str] | None = None,
                 workers: int = 16, retries: int = 3, backoff: float = 0.5, progress: bool | None = None,
-                via_tunnel: bool | None = None, now: Callable[[], datetime] | None = None) -> ExportResult:
-    """Export the warehouse's predictions under ``filters`` as a COCO dataset in ``out_dir``.
+                via_tunnel: bool | None = None, now: Callable[[], datetime] | None = None,
+                engine: Engine | None = None, actor: Actor | None = None) -> ExportResult:
+    """Export the warehouse's labels under ``filters`` as a COCO dataset in ``out_dir``.
 
     ``database``/``lake`` default to the stores named by ``settings`` (the warehouse through
     the SSH tunnel when ``CXR_SSH_HOST`` is set or ``via_tunnel``). ``classes`` are the model's
     class names by class_id (default: the registry's model, else what the documents name).
+    With ``engine`` (the entry points pass the metadata DB's) the export is recorded in the audit
+    trail as ``actor`` (default: the operator) before any annotation file is written.
     """
     t0 = time.perf_counter()
     s = settings or get_settings()
@@ -268,12 +274,20 @@ def export_mart(out_dir: Path | str, filters: MartFilters | None = None, *, sett
     created = (now or (lambda: datetime.now(timezone.utc)))().replace(microsecond=0)
     source = {"warehouse": where, "database": database.name if database is not None else s.warehouse_db,
               "watermark": watermark, "lake": lake.url}
-    build = build_coco(docs, f, table, created=created, info={"source": source})
+    labels = f.labels or ("reviewed" if has_reviews(docs) else "predicted")
+    build = build_coco(docs, f, table, created=created, info={"source": source}, labels=labels)
     stats = fetch_images(lake, build.files, out, workers=workers, retries=retries, backoff=backoff, progress=progress)
     if stats.failures:
         head = "; ".join(sorted(stats.failures)[:3])
         raise IntegrityError(f"{len(stats.failures)} of {len(build.files)} image(s) could not be fetched "
                              f"({head}); no annotation file written, re-run to resume")
+    if engine is not None:
+        coco = build.coco
+        with db_reading("recording the export in the audit trail"):
+            record(engine, actor or Actor.operator(), "export", object_type="transaction",
+                   object_ids=[im["id"] for im in coco["images"]][:40],
+                   detail={"images": len(coco["images"]), "annotations": len(coco["annotations"]), "labels": labels,
+                           "reviewed_images": sum(1 for im in coco["images"] if im.get("reviewed"))})
     write_export(out, build, dataset_card(build.coco, source=source, dropped_boxes=build.dropped_boxes))
     per_split = {sp: sum(1 for im in build.coco["images"] if im["split"] == sp) for sp in ("train", "val")}
     return ExportResult(out, len(build.coco["images"]), len(build.files), len(build.coco["annotations"]),

@@ -7,7 +7,11 @@ A document is one image with its ``transactions`` (each with ``pred_bbox`` boxes
 - ``latest``: of the transactions left, keep only the newest per image (else all of them);
 - ``min_score``/``classes``: the boxes kept in a selected transaction;
 - ``include_empty``: keep selected transactions left with no box (negatives for training);
-- ``val_fraction``: the share of images put in the validation split (by image, see ``coco``).
+- ``val_fraction``: the share of images put in the validation split (by patient where the image
+  has a ``patient_key``, else by image; see ``coco``);
+- ``labels``: ``reviewed`` (radiologists' final boxes: the newest review of each image),
+  ``predicted`` (the detector's boxes) or ``both``; None (the default) means ``reviewed`` when
+  any selected image has a review, else ``predicted``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timezone
 
 from cxr.errors import InputError
+
+LABELS = ("reviewed", "predicted", "both")
 
 
 @dataclass(frozen=True)
@@ -29,8 +35,13 @@ class MartFilters:
     latest: bool = True
     include_empty: bool = True
     val_fraction: float = 0.2
+    labels: str | None = None
 
     def __post_init__(self) -> None:
+        if self.labels not in (None, "", *LABELS):
+            raise InputError(f"--labels must be one of {', '.join(LABELS)}, got {self.labels!r}")
+        if self.labels == "":
+            object.__setattr__(self, "labels", None)
         object.__setattr__(self, "since", to_utc_naive(self.since, "since"))
         object.__setattr__(self, "until", to_utc_naive(self.until, "until"))
         if self.since and self.until and self.since >= self.until:
@@ -54,6 +65,7 @@ class MartFilters:
             out[k] = out[k].isoformat(sep=" ") if out[k] else None
         out["classes"] = list(self.classes) if self.classes else None
         out["transactions"] = "latest per image" if self.latest else "all"
+        out["labels"] = self.labels or "auto"
         del out["latest"]
         return out
 
@@ -129,3 +141,37 @@ def selected(docs: Iterable[dict], f: MartFilters) -> Iterable[tuple[dict, dict,
             boxes = select_boxes(tx, f)
             if boxes or f.include_empty:
                 yield doc, tx, boxes
+
+
+def _review_key(rv: dict) -> tuple:
+    return (to_utc_naive(rv.get("time")) or datetime.min, rv.get("review_id") or 0)
+
+
+def latest_review(doc: dict) -> tuple[dict, dict] | None:
+    """``(transaction, review)`` of the image's newest review (by time, then review_id), or None."""
+    found = [(tx, rv) for tx in doc.get("transactions") or () for rv in tx.get("reviews") or ()]
+    return max(found, key=lambda p: _review_key(p[1])) if found else None
+
+
+def reviewed_boxes(review: dict, f: MartFilters) -> list[dict]:
+    """A review's final labels (accepted, corrected, added boxes), only ``classes`` when given."""
+    wanted = set(f.classes) if f.classes else None
+    return [b for b in review.get("boxes") or ()
+            if b.get("action") in ("accept", "correct", "add") and b.get("box") is not None
+            and (wanted is None or b.get("class_name") in wanted)]
+
+
+def selected_reviews(docs: Iterable[dict], f: MartFilters) -> Iterable[tuple[dict, dict, dict, list[dict]]]:
+    """``(doc, transaction, review, boxes)``: per image, its newest review, when the reviewed
+    transaction passes the date and model filters."""
+    for doc in docs:
+        found = latest_review(doc)
+        if found is None or not transaction_matches(found[0], f):
+            continue
+        boxes = reviewed_boxes(found[1], f)
+        if boxes or f.include_empty:
+            yield doc, found[0], found[1], boxes
+
+
+def has_reviews(docs: Iterable[dict]) -> bool:
+    return any(latest_review(d) is not None for d in docs)

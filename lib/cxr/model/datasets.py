@@ -74,13 +74,32 @@ def _coco_paths(path: Path) -> tuple[Path, Path]:
     return path, path.parent.parent / "images" if path.parent.name == "annotations" else path.parent
 
 
-def read_coco(path: str | Path, classes=None) -> list[Sample]:
-    """Read a COCO dataset: a dir with annotations/instances.json + images/, or the JSON file itself."""
+def reviewed_only(coco: dict) -> dict:
+    """A cxr mart export restricted to its reviewed labels: the images a radiologist reviewed (a
+    "no finding" one with no box) and the annotations of ``provenance`` "reviewed". A COCO file
+    without reviewed labels (a predictions-only export, any other data set) is returned as it is."""
+    if not isinstance(coco, dict) or not any(isinstance(im, dict) and im.get("reviewed")
+                                             for im in coco.get("images") or ()):
+        return coco
+    anns = coco.get("annotations", [])
+    images = [im for im in coco["images"] if im.get("reviewed")]
+    ids = {im["id"] for im in images}
+    return {**coco, "images": images,
+            "annotations": [a for a in anns if a.get("provenance") == "reviewed" and a["image_id"] in ids]}
+
+
+def read_coco(path: str | Path, classes=None, *, labels: str = "reviewed") -> list[Sample]:
+    """Read a COCO dataset: a dir with annotations/instances.json + images/, or the JSON file itself.
+
+    ``labels="reviewed"`` (the default): from a cxr mart export that has reviewed labels, only
+    those (:func:`reviewed_only`); ``"all"``: every annotation, predicted ones included."""
     ann_path, images_dir = _coco_paths(Path(path))
     if not ann_path.is_file():
         raise InputError(f"{ann_path}: COCO annotations not found")
     try:
         coco = json.loads(ann_path.read_text(encoding="utf-8"))
+        if labels == "reviewed":
+            coco = reviewed_only(coco)
         cats = sorted(coco["categories"], key=lambda c: c["id"])
         images = coco["images"]
         anns = coco.get("annotations", [])
@@ -133,7 +152,8 @@ def write_coco(samples: list[Sample], path: str | Path, classes=None, *, descrip
 # ---------------------------------------------------------------------------------------------- VinDr
 
 
-def _find_image(images_dir: Path, image_id: str) -> Path:
+def find_image(images_dir: Path, image_id: str) -> Path:
+    """The file `<image_id>.<ext>` in ``images_dir`` (png, jpg, jpeg, dicom, dcm), else InputError."""
     for ext in IMAGE_EXTS:
         p = images_dir / f"{image_id}{ext}"
         if p.is_file():
@@ -181,7 +201,7 @@ def read_vindr_csv(path: str | Path, images_dir: str | Path, classes=None) -> li
         items.append((box, cls.index(row["class_name"])))
     samples = []
     for image_id, items in per_image.items():
-        img = _find_image(images_dir, image_id)
+        img = find_image(images_dir, image_id)
         w, h = image_size(img)
         samples.append(Sample(img, np.asarray([b for b, _ in items], np.float32).reshape(-1, 4),
                               np.asarray([lab for _, lab in items], np.int64), int(w), int(h), image_id, cls))

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cxr.model.drift import DriftReference
+
 WeightStorage = Literal["fp32", "fp16", "int8"]
 Backbone = Literal["resnet18", "resnet50_v2"]
 
@@ -95,6 +97,8 @@ class ModelMetadata(_Spec):
     torch: Artifact | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    #: What the model saw when it was made (scores, image intensities), for drift monitoring.
+    drift_reference: DriftReference | None = None
 
     @field_validator("classes")
     @classmethod

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from cxr.errors import InputError
 from cxr.model.classes import resolve_classes
 from cxr.model.datasets import Sample, load_image, read_dataset
-from cxr.model.evaluate import evaluate_phantoms, evaluate_samples
+from cxr.model.drift import phantom_arrays, reference_for, write_reference
+from cxr.model.evaluate import EVAL_SEED_BASE, evaluate_phantoms, evaluate_samples
 from cxr.model.export import build_metadata, finish, store_weights, write_onnx
 from cxr.model.metadata import WeightStorage
 from cxr.model.net import build_retinanet, default_arch
@@ -331,5 +332,16 @@ def register(res: TrainResult, out_dir: Path, *, name: str, version: str, weight
     for leftover in out_dir.glob("model.*.onnx"):
         leftover.unlink()
     final = out_dir / "model.onnx"
+    # The drift reference, stored with the model: what it saw on its held-out images (cxr.monitor).
+    served = OnnxPredictor(out_dir, meta)
+    if eval_samples is None:
+        ref = reference_for(served, phantom_arrays(eval_n, eval_size, res.classes, EVAL_SEED_BASE),
+                            f"{eval_n} held-out synthetic phantoms ({eval_size} px, seeds from {EVAL_SEED_BASE})",
+                            progress=progress, total=eval_n)
+    else:
+        ref = reference_for(served, (load_image(x.image_path) for x in eval_samples),
+                            f"held-out 10% of {data_desc} ({len(eval_samples)} images)", progress=progress,
+                            total=len(eval_samples))
+    write_reference(out_dir, ref)
     return {"model_dir": str(out_dir), "weights": storage, "bytes": final.stat().st_size, "metrics": meta.metrics,
             "training": res.info, "history": res.history}

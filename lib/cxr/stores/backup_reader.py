@@ -24,8 +24,8 @@ from sqlalchemy import BigInteger, DateTime, Float, Integer
 
 from cxr.stores import layout
 from cxr.stores.lake import Lake
-from cxr.stores.queries import JOINED_COLUMNS
-from cxr.stores.schema import TABLES
+from cxr.stores.queries import JOINED_COLUMNS, REVIEW_ROW_COLUMNS
+from cxr.stores.schema import PEOPLE_TABLES, TABLES, audit_event
 
 
 @dataclass
@@ -42,6 +42,9 @@ class Manifest:
     files: list[dict[str, Any]] = field(default_factory=list)  # {"key": ..., "size": ...}, keys relative to the lake
     transaction_id_range: tuple[int, int] | None = None
     engine: str = "spark"
+    #: Other tables of the run (migration 0004): ``{"reviews": {...}, "audit": {...}}``, each with the
+    #: file's ``key``, ``size``, ``rows`` and what verification compares (ids, the audit chain's ends).
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def prefix(self) -> str:
@@ -60,6 +63,26 @@ class Manifest:
         if raw.get("transaction_id_range") is not None:
             raw["transaction_id_range"] = tuple(raw["transaction_id_range"])
         return cls(**raw)
+
+
+def _arrow_type(t: Any) -> pa.DataType:
+    return (pa.int64() if isinstance(t, BigInteger) else pa.int32() if isinstance(t, Integer)
+            else pa.float64() if isinstance(t, Float) else pa.timestamp("us") if isinstance(t, DateTime) else pa.string())
+
+
+def table_schema(columns: Iterable[str], tables: Iterable[Any] = PEOPLE_TABLES) -> pa.Schema:
+    """The pyarrow schema of ``columns`` named as in ``tables`` (first table that has the name wins)."""
+    types: dict[str, pa.DataType] = {}
+    for table in tables:
+        for col in table.columns:
+            types.setdefault(col.name, pa.int64() if col.name.endswith("_id") else _arrow_type(col.type))
+    return pa.schema([(c, types[c]) for c in columns])
+
+
+#: ``reviews.parquet`` of a run: :data:`cxr.stores.queries.REVIEW_ROW_COLUMNS`.
+REVIEWS_SCHEMA = table_schema(REVIEW_ROW_COLUMNS)
+#: ``audit.parquet`` of a run: every column of ``audit_event`` (hashes and all).
+AUDIT_SCHEMA = table_schema([c.name for c in audit_event.columns])
 
 
 def arrow_schema() -> pa.Schema:
@@ -136,3 +159,30 @@ def read_backup(lake: Lake, image_ids: Iterable[int] | None = None) -> pd.DataFr
     frame = table.to_pandas(types_mapper=mapper)
     frame = frame.drop_duplicates(subset=["transaction_id", "pred_bbox_id"])
     return frame.sort_values(["image_id", "transaction_id", "pred_bbox_id"], na_position="first").reset_index(drop=True)
+
+
+def read_table(lake: Lake, manifest: Manifest, name: str, schema: pa.Schema) -> pa.Table:
+    """One of a run's other tables (``reviews``, ``audit``); empty when the run has none (older runs)."""
+    entry = manifest.tables.get(name)
+    if not entry:
+        return schema.empty_table()
+    filesystem, base = lake.arrow_filesystem()
+    table = ds.dataset(f"{base}/{entry['key']}", schema=schema, filesystem=filesystem, format="parquet").to_table()
+    return table.cast(schema)
+
+
+def read_reviews(lake: Lake) -> pd.DataFrame:
+    """Every committed run's review rows (:data:`REVIEW_ROW_COLUMNS`), unique by (review_id, review_box_id)."""
+    tables = [read_table(lake, m, "reviews", REVIEWS_SCHEMA) for m in committed_runs(lake)]
+    table = pa.concat_tables(tables) if tables else REVIEWS_SCHEMA.empty_table()
+    frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}.get)
+    frame = frame.drop_duplicates(subset=["review_id", "review_box_id"])
+    return frame.sort_values(["review_id", "review_box_id"], na_position="first").reset_index(drop=True)
+
+
+def read_audit(lake: Lake) -> pd.DataFrame:
+    """Every committed run's audit events, by event_id (each event once)."""
+    tables = [read_table(lake, m, "audit", AUDIT_SCHEMA) for m in committed_runs(lake)]
+    table = pa.concat_tables(tables) if tables else AUDIT_SCHEMA.empty_table()
+    frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    return frame.drop_duplicates(subset=["event_id"]).sort_values("event_id").reset_index(drop=True)

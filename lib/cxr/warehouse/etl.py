@@ -51,14 +51,21 @@ from tqdm import tqdm
 from cxr.config import Settings
 from cxr.errors import CxrError, InputError, IntegrityError
 from cxr.stores import db
-from cxr.stores.backup_reader import read_backup
+from cxr.stores.backup_reader import read_backup, read_reviews
 from cxr.stores.catalog import Stores
 from cxr.stores.lake import Lake
-from cxr.stores.queries import JOINED_COLUMNS, joined_rows
-from cxr.stores.schema import transaction
+from cxr.stores.queries import JOINED_COLUMNS, REVIEW_ROW_COLUMNS, joined_rows, review_rows
+from cxr.stores.schema import review, transaction
 from cxr.stores.warehouse import IMAGES_COLLECTION as COLLECTION
-from cxr.stores.watermark import get_watermark, set_watermark
-from cxr.warehouse.documents import document_from_rows, documents_from_rows, merge_updates
+from cxr.stores.watermark import REVIEWS, get_watermark, set_watermark
+from cxr.warehouse.documents import (
+    Reviews,
+    document_from_rows,
+    documents_from_rows,
+    merge_updates,
+    review_updates,
+    reviews_from_rows,
+)
 
 Mode = Literal["incremental", "rebuild"]
 MODES: tuple[Mode, ...] = ("incremental", "rebuild")
@@ -78,6 +85,7 @@ class LoadReport:
     inserted: int = 0  # new documents
     merged: int = 0  # existing documents sent transactions to merge
     transactions_added: int = 0  # transactions pushed into existing documents
+    reviews_added: int = 0  # reviews pushed onto transactions loaded before (incremental)
     backup_rows: int = 0  # rebuild only: rows read from the backup parquet
     db_rows: int = 0  # rows read from the DB
     seconds: float = 0.0
@@ -91,7 +99,8 @@ class LoadReport:
         out = [f"{self.mode}: {self.images} images, {self.transactions} transactions read "
                f"({self.db_rows} DB rows" + (f", {self.backup_rows} backup rows" if self.mode == "rebuild" else "") + ")",
                f"documents written: {self.documents_written} ({self.inserted} new, {self.merged} merged, "
-               f"{self.transactions_added} transactions added to existing documents)",
+               f"{self.transactions_added} transactions added to existing documents, "
+               f"{self.reviews_added} reviews added to loaded transactions)",
                f"watermark: {self.watermark_before} -> {self.watermark_after}",
                f"took {self.seconds:.2f} s"]
         return out + self.notes
@@ -210,6 +219,33 @@ def _auto_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
+def _reviews(conn: Connection, **bounds: int | None) -> Reviews:
+    return reviews_from_rows(r._mapping for r in conn.execute(review_rows(**bounds)))
+
+
+def _top_review(conn: Connection) -> int | None:
+    top = conn.execute(select(func.max(review.c.review_id))).scalar()
+    return None if top is None else int(top)
+
+
+def load_late_reviews(conn: Connection, collection: Collection, *, transaction_watermark: int | None,
+                      review_watermark: int | None, top: int) -> int:
+    """Push reviews newer than ``review_watermark`` onto transactions loaded before (at or below the
+    transaction watermark); the number of reviews added."""
+    if transaction_watermark is None:
+        return 0
+    late = _reviews(conn, min_review_id=review_watermark, max_review_id=top, max_transaction_id=transaction_watermark)
+    if not late:
+        return 0
+    image_of = dict(conn.execute(select(transaction.c.transaction_id, transaction.c.image_id)
+                                 .where(transaction.c.transaction_id.in_(list(late)))).all())
+    ops = [UpdateOne(f, u) for f, u in review_updates(image_of, late)]
+    try:
+        return collection.bulk_write(ops, ordered=False).modified_count
+    except PyMongoError as exc:
+        raise CxrError(f"warehouse write failed: {exc}".splitlines()[0][:300]) from None
+
+
 # -- the jobs ---------------------------------------------------------------------------------
 def run_incremental(settings: Settings | None = None, *, stores: Stores | None = None, engine: Engine | None = None,
                     database: Database | None = None, batch_size: int | None = None,
@@ -222,14 +258,22 @@ def run_incremental(settings: Settings | None = None, *, stores: Stores | None =
     collection = database[COLLECTION]
     ensure_indexes(collection)
     before = get_watermark(database)
+    reviews_before = get_watermark(database, REVIEWS)
     report = LoadReport("incremental", before, before)
     with db.reading(), stores.engine.connect() as conn:
         _check_not_behind(conn, before)
         hi, n_images = _window(conn, before)
+        top_review = _top_review(conn)
         if hi is not None:
+            reviews = _reviews(conn, min_transaction_id=before, max_transaction_id=hi, max_review_id=top_review)
             rows = _db_rows(conn, min_id=before, max_id=hi, batch_size=size, report=report)
-            write_documents(collection, documents_from_rows(rows), batch_size=size,
+            write_documents(collection, documents_from_rows(rows, reviews), batch_size=size,
                             progress=_auto_progress(progress), total=n_images, report=report)
+        if top_review is not None:
+            report.reviews_added = load_late_reviews(conn, collection, transaction_watermark=before,
+                                                     review_watermark=reviews_before, top=top_review)
+    if top_review is not None:
+        set_watermark(database, top_review, state=REVIEWS)
     if hi is not None:
         report.watermark_after = set_watermark(database, hi)
     else:
@@ -245,7 +289,8 @@ def backup_rows(frame: pd.DataFrame) -> Iterator[dict[str, Any]]:
         yield dict(zip(cols, values))
 
 
-def merged_documents(backup: Iterable[Mapping[str, Any]], db_rows: Iterable[Mapping[str, Any]]) -> Iterator[dict]:
+def merged_documents(backup: Iterable[Mapping[str, Any]], db_rows: Iterable[Mapping[str, Any]],
+                     reviews: Reviews | None = None) -> Iterator[dict]:
     """One document per image from two row streams each sorted by ``image_id`` (pure).
 
     A row present in both (a transaction backed up but not purged yet) counts once; the DB's copy
@@ -253,7 +298,7 @@ def merged_documents(backup: Iterable[Mapping[str, Any]], db_rows: Iterable[Mapp
     """
     stream = heapq.merge(backup, db_rows, key=itemgetter("image_id"))  # stable: backup rows first, DB rows override
     for _, rows in groupby(stream, key=itemgetter("image_id")):
-        yield document_from_rows(list(rows))
+        yield document_from_rows(list(rows), reviews)
 
 
 def run_rebuild(settings: Settings | None = None, *, stores: Stores | None = None, engine: Engine | None = None,
@@ -267,6 +312,7 @@ def run_rebuild(settings: Settings | None = None, *, stores: Stores | None = Non
     before = get_watermark(database)
     report = LoadReport("rebuild", before, before)
     frame = read_backup(stores.lake)
+    backed_reviews = read_reviews(stores.lake)
     report.backup_rows = len(frame)
     staging = database[COLLECTION + REBUILD_SUFFIX]
     staging.drop()
@@ -276,10 +322,18 @@ def run_rebuild(settings: Settings | None = None, *, stores: Stores | None = Non
         backup_hi = int(frame["transaction_id"].max()) if len(frame) else None
         top = max((v for v in (hi, backup_hi) if v is not None), default=None)
         total = len(set(frame["image_id"].astype("int64").tolist()) | set(_db_image_ids(conn)))
+        top_review = _top_review(conn)
+        review_list = [dict(zip(REVIEW_ROW_COLUMNS, v)) for v in backed_reviews[list(REVIEW_ROW_COLUMNS)]
+                       .itertuples(index=False, name=None)]
+        review_list += [dict(r._mapping) for r in conn.execute(review_rows(max_review_id=top_review))]
+        reviews = reviews_from_rows(review_list)
         live = _db_rows(conn, min_id=None, max_id=hi, batch_size=size, report=report) if hi is not None else iter(())
-        write_documents(staging, merged_documents(backup_rows(frame), live), batch_size=size,
+        write_documents(staging, merged_documents(backup_rows(frame), live, reviews), batch_size=size,
                         progress=_auto_progress(progress), total=total, report=report)
     staging.rename(COLLECTION, dropTarget=True)
+    review_ids = [rv["review_id"] for items in reviews.values() for rv in items]
+    if review_ids:
+        set_watermark(database, max(review_ids), monotonic=False, state=REVIEWS)
     if top is not None:
         report.watermark_after = set_watermark(database, top, monotonic=False)
     report.seconds = time.perf_counter() - started
