@@ -6,7 +6,8 @@ The seed's queries still read: ``image(image_id, bucket, folder, image_file)``,
 Added: auto-increment ids, the stored bytes' unique ``sha256``, image size/format/``created_at``,
 ``model_version``/``run_id`` lineage, the class id beside its name, foreign keys and indexes;
 (migration 0002) the keyed ``study_key``/``patient_key``/``upload_key`` of an image and the
-``source``/``skip_reason`` of a transaction.
+``source``/``skip_reason`` of a transaction; (migration 0003) the transaction's DICOM SR in the lake
+(``sr_key``) and its delivery to the PACS (``sr_status``, ``sr_error``).
 Alembic migrations in ``cxr/stores/migrations`` create exactly these tables.
 """
 
@@ -74,8 +75,12 @@ transaction = Table(
     Column("run_id", String(64), nullable=False, comment="ingest batch / dashboard session that made it"),
     Column("source", String(16), nullable=True, comment="dashboard | ingest | dicom | backfill"),
     Column("skip_reason", String(255), nullable=True, comment="why the detector did not run (else NULL)"),
+    Column("sr_key", String(255), nullable=True, comment="lake key of the de-identified DICOM SR (sr/...)"),
+    Column("sr_status", String(16), nullable=True, comment="SR delivery to the PACS: pending | delivered | failed"),
+    Column("sr_error", String(255), nullable=True, comment="why the last SR delivery failed (never PHI)"),
     Index("ix_transaction_image_id", "image_id"),
     Index("ix_transaction_time", "time"),
+    Index("ix_transaction_sr_status", "sr_status"),
     sqlite_autoincrement=True,
 )
 
@@ -100,3 +105,6 @@ TABLES = (image, transaction, pred_bounding_box)
 #: ``transaction.source``: where the image came from.
 Source = Literal["dashboard", "ingest", "dicom", "backfill"]
 SOURCES: tuple[Source, ...] = ("dashboard", "ingest", "dicom", "backfill")
+
+#: ``transaction.sr_status``: the DICOM SR's delivery to ``CXR_DICOM_RESULTS_DEST`` (NULL: never sent).
+SrStatus = Literal["pending", "delivered", "failed"]
