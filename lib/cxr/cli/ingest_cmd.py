@@ -42,6 +42,11 @@ def predict(
     predictor = load_predictor(settings)
     results, rejected = [], 0
     for p in iter_predictions(list(files), settings, predictor, score_thr=s_thr, nms_thr=n_thr):
+        if p.detected is not None and p.detected.skip_reason:
+            if not as_json:
+                typer.echo(f"{p.display_path}: not run: {p.detected.skip_reason}")
+            results.append({"path": p.display_path, "skipped": p.detected.skip_reason, "findings": []})
+            continue
         if p.upload is None or p.detections is None:
             rejected += 1
             typer.echo(f"cxr: rejected {p.display_path}: {p.reason}", err=True)
