@@ -138,14 +138,15 @@ _UID_LIKE = re.compile(r"\b\d+(?:\.\d+){3,}\b")
 
 
 class _MaskingHandler(logging.Handler):
-    """pynetdicom's own warnings and errors, re-logged as one line with UIDs masked, no traceback."""
+    """pynetdicom's own warnings and errors, re-logged at INFO as one line with UIDs masked and no
+    traceback (what failed is also in cxr's own line: the C-STORE status, the undelivered result)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = record.getMessage().splitlines()[0] if record.getMessage() else ""
         except Exception:  # noqa: BLE001 - a record that cannot be formatted is dropped
             return
-        log.log(record.levelno, "pynetdicom: %s", _UID_LIKE.sub("<uid>", text)[:200])
+        log.info("pynetdicom: %s", _UID_LIKE.sub("<uid>", text)[:200])
 
 
 _MASKING = _MaskingHandler()
