@@ -48,6 +48,19 @@ def phantom_dataset(seed: int, *, size: int = 192, syntax: str = ExplicitVRLittl
     return ds
 
 
+def variants(ds: Dataset, n: int) -> list[Dataset]:
+    """``n`` copies of ``ds`` as other instances of other studies (new UIDs): cheaper than new phantoms."""
+    import copy
+
+    out = []
+    for _ in range(n):
+        v = copy.deepcopy(ds)
+        v.SOPInstanceUID = v.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        v.StudyInstanceUID, v.SeriesInstanceUID = generate_uid(), generate_uid()
+        out.append(v)
+    return out
+
+
 def write_phantoms(folder: Path, seeds: Iterable[int], *, size: int = 192, syntax: str = ExplicitVRLittleEndian,
                    view: str | None = "PA") -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)

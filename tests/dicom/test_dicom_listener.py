@@ -138,7 +138,7 @@ def test_saturated_workers_answer_out_of_resources(sqlite_engine, local_lake, li
     sender.start()
     try:
         for _ in range(200):  # until the first instance holds the only worker
-            if ln.receiver._inflight:
+            if ln.scp.pending:
                 break
             threading.Event().wait(0.05)
         assert send(ln.scp.port, [phantom_dataset(71)], calling_ae="STORESCU") == [0xA700]

@@ -32,6 +32,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import time
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
@@ -238,13 +239,16 @@ class StorageSCP:
         self._server = None
         self._stats: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()
+        self._pending: dict[int, int] = {}  # association -> C-STOREs received and not yet answered
+        self._answered = threading.Condition(self._lock)
 
     # lifecycle
     def start(self) -> None:
         """Listen (returns at once; associations run in their own threads)."""
         handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_ESTABLISHED, self._on_established),
                     (evt.EVT_RELEASED, self._on_closed), (evt.EVT_ABORTED, self._on_closed),
-                    (evt.EVT_C_ECHO, lambda event: SUCCESS), (evt.EVT_C_STORE, self._on_store)]
+                    (evt.EVT_C_ECHO, lambda event: SUCCESS), (evt.EVT_C_STORE, self._on_store),
+                    (evt.EVT_DIMSE_SENT, self._on_sent)]
         try:
             self._server = self.ae.start_server((self.bind, self.port), block=False, evt_handlers=handlers,
                                                 ssl_context=self.ssl_context)
@@ -268,6 +272,17 @@ class StorageSCP:
     @property
     def open_associations(self) -> int:
         return len(self.ae.active_associations)
+
+    @property
+    def pending(self) -> int:
+        """C-STORE requests received and not answered yet (processing, or waiting for a worker)."""
+        with self._lock:
+            return sum(self._pending.values())
+
+    def wait_answered(self, timeout: float | None = None) -> bool:
+        """Wait until every C-STORE received has been answered (its response sent); False on timeout."""
+        with self._answered:
+            return self._answered.wait_for(lambda: not any(self._pending.values()), timeout)
 
     # event handlers (each runs in the association's thread; none may raise)
     def _on_requested(self, event: evt.Event) -> None:
@@ -294,8 +309,17 @@ class StorageSCP:
             log.info("association from %s@%s: %d presentation context(s) refused (no decoder for %s)",
                      stats.ae, stats.host, len(assoc.rejected_contexts), ", ".join(sorted(refused)))
 
+    def _on_sent(self, event: evt.Event) -> None:
+        if isinstance(event.message, C_STORE_RSP):
+            with self._answered:
+                key = id(event.assoc)
+                self._pending[key] = max(0, self._pending.get(key, 0) - 1)
+                self._answered.notify_all()
+
     def _on_closed(self, event: evt.Event) -> None:
-        with self._lock:
+        with self._answered:
+            self._pending.pop(id(event.assoc), None)  # a peer that aborted gets no more answers
+            self._answered.notify_all()
             stats = self._stats.pop(id(event.assoc), None)
         if stats is None:
             return
@@ -306,6 +330,8 @@ class StorageSCP:
 
     def _on_store(self, event: evt.Event) -> int:
         t0 = time.monotonic()
+        with self._lock:
+            self._pending[id(event.assoc)] = self._pending.get(id(event.assoc), 0) + 1
         req = event.request
         sop_class = str(req.AffectedSOPClassUID)
         calling = str(event.assoc.requestor.ae_title).strip()

@@ -150,8 +150,6 @@ class Receiver:
         self.run_id = run_id_for(predictor)
         self.slots = threading.BoundedSemaphore(self.settings.dicom_workers)
         self.stopping = threading.Event()
-        self._inflight = 0
-        self._idle = threading.Condition()
 
     def __call__(self, received: Received) -> Outcome:
         if self.stopping.is_set():
@@ -159,20 +157,10 @@ class Receiver:
         if not self.slots.acquire(timeout=self.settings.dicom_busy_wait_s):
             return Outcome(OUT_OF_RESOURCES, f"refused: all {self.settings.dicom_workers} workers busy for "
                                              f"{self.settings.dicom_busy_wait_s:g} s (CXR_DICOM_WORKERS)")
-        with self._idle:
-            self._inflight += 1
         try:
             return self._process(received)
         finally:
             self.slots.release()
-            with self._idle:
-                self._inflight -= 1
-                self._idle.notify_all()
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until no instance is being processed; False if ``timeout`` passed first."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._inflight == 0, timeout)
 
     def _process(self, received: Received) -> Outcome:
         s = self.settings
@@ -223,8 +211,8 @@ class Listener:
     def stop(self, grace_s: float = 120.0) -> None:
         """Stop accepting, finish the instances in flight, abort idle associations, close the delivery."""
         self.scp.stop_accepting()
-        self.receiver.stopping.set()
-        if not self.receiver.wait_idle(grace_s):
+        self.receiver.stopping.set()  # instances that arrive from now on are answered 0xA700
+        if not self.scp.wait_answered(grace_s):  # those in flight are stored and acknowledged first
             log.warning("instances still in flight after %.0f s; aborting", grace_s)
         self.scp.close()
         if self.delivery is not None:
