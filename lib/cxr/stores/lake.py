@@ -28,6 +28,7 @@ class ObjectInfo:
     key: str
     size: int
     last_modified: datetime
+    etag: str | None = None  # S3's ETag (None for a directory lake: its mtime stands in)
 
 
 class ObjectNotFound(CxrError):
@@ -232,13 +233,14 @@ class S3Lake:
             h = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
         except ClientError:
             raise ObjectNotFound(f"no object {key!r} in {self.url}") from None
-        return ObjectInfo(key, int(h["ContentLength"]), h["LastModified"])
+        return ObjectInfo(key, int(h["ContentLength"]), h["LastModified"], str(h.get("ETag", "")).strip('"') or None)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             for obj in page.get("Contents", []):
-                yield ObjectInfo(obj["Key"][len(self.prefix):], int(obj["Size"]), obj["LastModified"])
+                yield ObjectInfo(obj["Key"][len(self.prefix):], int(obj["Size"]), obj["LastModified"],
+                                 str(obj.get("ETag", "")).strip('"') or None)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
