@@ -123,3 +123,26 @@ def test_a_lateral_view_is_stored_without_running_the_detector(sqlite_engine, lo
     assert res.n_boxes == 0
     with sqlite_engine.connect() as conn:
         assert conn.execute(select(transaction.c.skip_reason)).scalar_one() == d.skip_reason
+
+
+@pytest.mark.unit
+def test_lake_gc_sweeps_an_sr_whose_image_no_row_references_and_keeps_the_others(sqlite_engine, local_lake):
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from cxr.ingest.gc import sweep
+    from cxr.stores import layout
+    from cxr.stores.schema import image
+
+    kept, orphan = "a" * 64, "b" * 64
+    with sqlite_engine.begin() as conn:
+        conn.execute(insert(image).values(bucket="lake", folder=f"images/{kept[:2]}", image_file=f"{kept}.dcm",
+                                          sha256=kept, width=1, height=1, source_format="dicom",
+                                          created_at=datetime(2024, 1, 1)))
+    for sha in (kept, orphan):
+        local_lake.put(layout.sr_key(sha, 7), b"sr")
+    later = datetime.now().astimezone() + timedelta(days=2)
+    report = sweep(sqlite_engine, local_lake, timedelta(hours=1), now=later)
+    assert report.deleted == [layout.sr_key(orphan, 7)] and local_lake.exists(layout.sr_key(kept, 7))
+    assert layout.content_sha256("sr/aa/" + "a" * 64 + "/7.dcm") == kept and layout.content_sha256("sr/x") is None

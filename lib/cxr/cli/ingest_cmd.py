@@ -115,7 +115,7 @@ def gc_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report."),
 ) -> None:
-    """Delete images/ and renditions/ objects that no image row (or backup) references.
+    """Delete images/, renditions/ and sr/ objects whose image no image row (or backup) references.
 
     Such objects are left by an ingest that crashed between the lake put and the DB commit.
     """

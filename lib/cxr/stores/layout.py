@@ -39,8 +39,8 @@ EXPORTS_PREFIX = "exports/"
 RUNS_PREFIX = "runs/"
 SUCCESS = "_SUCCESS"
 
-#: The prefixes swept by ``cxr lake gc`` (content-addressed objects a DB row refers to).
-CONTENT_PREFIXES = (IMAGES_PREFIX, RENDITIONS_PREFIX)
+#: The prefixes swept by ``cxr lake gc`` (objects named by the sha256 of the image a DB row refers to).
+CONTENT_PREFIXES = (IMAGES_PREFIX, RENDITIONS_PREFIX, SR_PREFIX)
 
 #: Partition columns of each backup layout. ``month`` (default) and ``week`` scale; ``image_id``
 #: is the seed's layout (one directory per image), kept as an option for comparison.
@@ -65,9 +65,11 @@ def rendition_key(sha256: str) -> str:
 
 
 def content_sha256(key: str) -> str | None:
-    """The sha256 a content-addressed key (image or rendition) names, or None for any other key."""
+    """The image sha256 a content key names (an image, its rendition or one of its SRs), or None for any other key."""
     m = _CONTENT_KEY.match(key)
-    return m.group(3) if m and m.group(2) == m.group(3)[:2] else None
+    if m:
+        return m.group(3) if m.group(2) == m.group(3)[:2] else None
+    return sr_image_sha256(key)
 
 
 def sr_key(sha256: str, transaction_id: int) -> str:
