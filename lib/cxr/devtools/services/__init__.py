@@ -240,9 +240,7 @@ def up(data_dir: Path | None = None, *, ports: dict[str, int] | None = None,
             outcome = svc.start()
             if echo:
                 echo(f"{svc.name}: {outcome}")
-        for svc in _running_optional(data_dir):
-            values.update(svc.env())
-        _write_env(root / ENV_FILE, values)
+        _write_env(root / ENV_FILE, values)  # the four servers' settings (the listener has its own)
         marker = root / AUTOSTART_MARKER
         if autostarted:
             marker.touch()

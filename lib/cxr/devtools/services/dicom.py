@@ -79,8 +79,10 @@ class Orthanc(Service):
         with urllib.request.urlopen(f"{self.url}/system", timeout=2) as rsp:  # noqa: S310 - loopback URL we built
             json.loads(rsp.read())
 
-    def env(self) -> dict[str, str]:
-        return {"CXR_DICOM_RESULTS_DEST": f"{ORTHANC_AET}@{HOST}:{self.port}"}
+    @property
+    def results_dest(self) -> str:
+        """``CXR_DICOM_RESULTS_DEST`` for a listener reporting to this Orthanc."""
+        return f"{ORTHANC_AET}@{HOST}:{self.port}"
 
     def api(self, method: str, path: str, body: object | None = None, timeout: float = 30) -> object:
         """One REST call to Orthanc; the decoded JSON answer."""
