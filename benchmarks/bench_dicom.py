@@ -34,13 +34,12 @@ import uuid
 from pathlib import Path
 
 import pydicom
+from cxr.dicom.scu import Peer, echo
+from cxr.model.phantoms import dicom_bytes, generate_phantom
+from cxr.stores import db
 from pydicom.uid import JPEG2000Lossless, generate_uid
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-
-from cxr.dicom.network import Peer, echo
-from cxr.model.phantoms import dicom_bytes, generate_phantom
-from cxr.stores import db
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +131,7 @@ def through_listener(files: list[Path], senders: int, stores: Stores) -> dict[st
                     break
             except Exception:  # noqa: BLE001 - not up yet
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit(f"listener did not start: {(stores.root / 'listen.log').read_text()[-1500:]}")
+                    raise SystemExit(f"listener did not start: {(stores.root / 'listen.log').read_text()[-1500:]}") from None
                 time.sleep(0.3)
         groups = [files[i::senders] for i in range(senders)]
         t0 = time.perf_counter()
@@ -186,12 +185,10 @@ def main() -> None:
         for label, files in sets.items():
             row: dict[str, object] = {"instances": len(files),
                                       "bytes": sum(f.stat().st_size for f in files)}
-            for key, fn in (("cxr ingest", lambda s: through_ingest(files, s)),
-                            ("listener, 1 sender", lambda s: through_listener(files, 1, s)),
-                            ("listener, 4 senders", lambda s: through_listener(files, 4, s))):
+            for key, senders in (("cxr ingest", 0), ("listener, 1 sender", 1), ("listener, 4 senders", 4)):
                 stores = Stores(work / f"run-{uuid.uuid4().hex[:6]}", services)
                 try:
-                    row[key] = fn(stores)
+                    row[key] = through_listener(files, senders, stores) if senders else through_ingest(files, stores)
                 finally:
                     stores.close()
                 print(f"{label:<18} {key:<20} {row[key]}", flush=True)

@@ -158,7 +158,7 @@ class ListenerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> ListenerProcess:
-        from cxr.dicom.network import Peer, echo
+        from cxr.dicom.scu import Peer, echo
 
         fh = self.log.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "cxr", "dicom", "listen"], env=self.env, cwd=self.cwd,

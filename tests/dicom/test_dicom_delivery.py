@@ -127,7 +127,8 @@ def _tls_files(tmp_path):
 
 
 def test_tls_listener_requires_a_certificate_signed_by_its_ca(sqlite_engine, local_lake, listen, tmp_path):
-    from cxr.dicom.network import DeliveryError, Peer, echo, tls_context
+    from cxr.dicom.network import tls_context
+    from cxr.dicom.scu import DeliveryError, Peer, echo
 
     f = _tls_files(tmp_path)
     ln = listen(sqlite_engine, local_lake, dicom_tls_cert=f["server.pem"], dicom_tls_key=f["server.key"],

@@ -87,7 +87,8 @@ def sr_command(
 def echo_command(dest: str = typer.Argument(..., help="AE@host:port, e.g. ORTHANC@127.0.0.1:4242.")) -> None:
     """C-ECHO a DICOM peer with this node's AE title (CXR_DICOM_AE_TITLE) and TLS settings."""
     from cxr.config import get_settings
-    from cxr.dicom.network import Peer, echo, tls_context
+    from cxr.dicom.network import tls_context
+    from cxr.dicom.scu import Peer, echo
 
     s = get_settings()
     peer = Peer.parse(dest, setting="DEST")

@@ -30,12 +30,13 @@ reported is ``(168537006, SCT, "Plain radiography")``; the model is the device o
 
 from __future__ import annotations
 
-from pydicom.sr.coding import Code
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 PRIVATE_SCHEME = "99CXR"
 PRIVATE_SCHEME_NAME = "cxr chest X-ray findings"
-PRIVATE_SCHEME_UID = "2.25.269543719968693076967302820044970250587"  # generate_uid(entropy_srcs=["cxr 99CXR coding scheme"])
+#: generate_uid(entropy_srcs=["cxr 99CXR coding scheme"]): fixed, it names the scheme
+PRIVATE_SCHEME_UID = "2.25.269543719968693076967302820044970250587"
 
 #: The model's class -> its finding code (the table in the module docstring).
 CLASS_CODES: dict[str, Code] = {

@@ -1,4 +1,4 @@
-"""DICOM network adapter on pynetdicom: a Storage and Verification SCP, and a Storage SCU.
+"""DICOM network adapter on pynetdicom: the Storage and Verification SCP (the SCU is :mod:`cxr.dicom.scu`).
 
 :class:`StorageSCP` accepts C-ECHO and C-STORE from the calling AE titles of an :class:`AllowList`
 (others are rejected at association: "calling AE title not recognised"). It accepts the image
@@ -7,8 +7,6 @@ syntax the decoder handles, and every other storage class only to refuse each in
 C-STORE failure status, so that a report or a PDF sent on the same association does not end it.
 Each received image goes, in memory, to the ``on_store`` callback, whose :class:`Outcome` is the
 C-STORE status and the instance's log line.
-
-:func:`send` C-STOREs a dataset to a :class:`Peer` (the PACS), :func:`echo` C-ECHOes one.
 
 Patient data never reaches disk or a log here: pynetdicom is configured (:func:`quiet_pynetdicom`)
 to keep received datasets in memory (no chunked spooling to temporary files), to log no request
@@ -29,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RSP
@@ -41,8 +39,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at
     Verification,
 )
 
-from cxr.config import parse_allowed_aes, parse_destination
-from cxr.errors import ConfigError, CxrError
+from cxr.config import parse_allowed_aes
+from cxr.errors import ConfigError
 from cxr.model.pixels import decodable_transfer_syntaxes, quiet_pydicom
 
 log = logging.getLogger("cxr.dicom")
@@ -61,29 +59,6 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 #: C-STORE responses a sender counts as stored (success and the warnings of PS3.4 B.2.3).
 STORED = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 MAX_PDU = 256 * 1024
-
-
-class DeliveryError(CxrError):
-    """A dataset could not be delivered; the message names the peer and the reason, never a value."""
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A remote application entity: AE title, host and port."""
-
-    ae_title: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, spec: str, setting: str = "CXR_DICOM_RESULTS_DEST") -> Peer:
-        try:
-            return cls(*parse_destination(spec))
-        except ValueError as exc:
-            raise ConfigError(str(exc), setting=setting) from None
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -199,6 +174,10 @@ def tls_context(cert: Path | None, key: Path | None, ca: Path | None, *, server:
     return ctx
 
 
+def _syntaxes(uids: list[str] | None) -> str:
+    return ", ".join(UID(str(u)).name for u in (uids or [])) or "no transfer syntax"
+
+
 # -- the SCP ----------------------------------------------------------------------------------------
 @dataclass
 class _AssocStats:
@@ -304,10 +283,12 @@ class StorageSCP:
         stats = _AssocStats(str(assoc.requestor.ae_title).strip(), str(assoc.requestor.address))
         with self._lock:
             self._stats[id(assoc)] = stats
-        refused = {UID(str(cx.transfer_syntax[0])).name if cx.transfer_syntax else "?" for cx in assoc.rejected_contexts}
+        refused = sorted({f"{UID(str(cx.abstract_syntax)).name} in {_syntaxes(cx.transfer_syntax)}"
+                          for cx in assoc.rejected_contexts})
         if refused:
-            log.info("association from %s@%s: %d presentation context(s) refused (no decoder for %s)",
-                     stats.ae, stats.host, len(assoc.rejected_contexts), ", ".join(sorted(refused)))
+            log.info("association from %s@%s: %d presentation context(s) refused (a SOP class not served, or a "
+                     "transfer syntax without a decoder): %s", stats.ae, stats.host, len(assoc.rejected_contexts),
+                     "; ".join(refused[:10]))
 
     def _on_sent(self, event: evt.Event) -> None:
         if isinstance(event.message, C_STORE_RSP):
@@ -367,54 +348,3 @@ class StorageSCP:
         meta.TransferSyntaxUID = syntax
         ds.file_meta = meta
         return Received(ds, encoded, sop_class, syntax, calling, host)
-
-
-# -- the SCU ----------------------------------------------------------------------------------------
-def _associate(dest: Peer, calling_ae: str, contexts: list[tuple[str, list[str]]], *, timeout: float,
-               ssl_context: ssl.SSLContext | None) -> Association:
-    quiet_pynetdicom()
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.connection_timeout = timeout
-    for abstract, syntaxes in contexts:
-        ae.add_requested_context(abstract, syntaxes)
-    tls = (ssl_context, dest.host) if ssl_context is not None else None
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls)
-    if assoc.is_established:
-        return assoc
-    if assoc.is_rejected:
-        raise DeliveryError(f"{dest} rejected the association")
-    raise DeliveryError(f"no association with {dest} (not reachable, or aborted)")
-
-
-def send(dataset: Dataset, dest: Peer, *, calling_ae: str, timeout: float = 30.0,
-         ssl_context: ssl.SSLContext | None = None) -> int:
-    """C-STORE ``dataset`` (in memory) to ``dest``; its status, or :class:`DeliveryError` unless stored."""
-    sop_class = str(dataset.SOPClassUID)
-    assoc = _associate(dest, calling_ae, [(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])],
-                       timeout=timeout, ssl_context=ssl_context)
-    try:
-        rsp = assoc.send_c_store(dataset)
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    status = int(rsp.Status) if rsp is not None and "Status" in rsp else None
-    if status is None:
-        raise DeliveryError(f"{dest} gave no C-STORE response (timeout or aborted)")
-    if status not in STORED:
-        raise DeliveryError(f"{dest} answered C-STORE with status 0x{status:04X}")
-    return status
-
-
-def echo(dest: Peer, *, calling_ae: str, timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> int:
-    """C-ECHO ``dest``; its status, or :class:`DeliveryError`."""
-    assoc = _associate(dest, calling_ae, [(str(Verification), [ExplicitVRLittleEndian, ImplicitVRLittleEndian])],
-                       timeout=timeout, ssl_context=ssl_context)
-    try:
-        rsp = assoc.send_c_echo()
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    if rsp is None or "Status" not in rsp:
-        raise DeliveryError(f"{dest} gave no C-ECHO response")
-    return int(rsp.Status)

@@ -1,6 +1,7 @@
 """Stage 2 on the DICOM network: ``cxr dicom listen`` receives X-rays from the PACS, returns SRs.
 
-Wiring only; the parts live elsewhere: the SCP and SCU in :mod:`cxr.dicom.network`, the one
+Wiring only; the parts live elsewhere: the SCP in :mod:`cxr.dicom.network`, the SCU in
+:mod:`cxr.dicom.scu`, the one
 per-image path (:func:`~cxr.ingest.decode.decode_received`, :func:`~cxr.ingest.pipeline.detect`,
 :func:`~cxr.ingest.pipeline.store_detected`) and the reports (:mod:`cxr.ingest.results`).
 
@@ -45,14 +46,12 @@ from cxr.dicom.network import (
     PROCESSING_FAILURE,
     SUCCESS,
     AllowList,
-    DeliveryError,
     Outcome,
-    Peer,
     Received,
     StorageSCP,
-    send,
     tls_context,
 )
+from cxr.dicom.scu import DeliveryError, Peer, send
 from cxr.dicom.sr import header_of
 from cxr.errors import CxrError, InputError
 from cxr.ingest import results

@@ -98,7 +98,8 @@ def stored_header(stores: Stores, t: StoredTransaction, key: bytes, stored_bytes
     return ds
 
 
-def _identity(settings: Settings, t: StoredTransaction, key: bytes, study_uid: str, *, identified: bool) -> ReportIdentity:
+def _identity(settings: Settings, t: StoredTransaction, key: bytes, study_uid: str, *,
+              identified: bool) -> ReportIdentity:
     kind = "identified" if identified else "deidentified"
     return ReportIdentity(
         sop_instance_uid=derived_uid(key, f"sr-instance-{kind}", f"{t.sha256}:{t.transaction_id}"),

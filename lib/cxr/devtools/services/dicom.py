@@ -134,7 +134,7 @@ class DicomListener(Service):
 
     def probe(self) -> None:
         """A C-ECHO from the dcmtk AE title answers (the listener allows it)."""
-        from cxr.dicom.network import Peer, echo  # the harness imports the adapter only here
+        from cxr.dicom.scu import Peer, echo  # the harness imports the adapter only here
 
         if echo(Peer(LISTENER_AET, HOST, self.port), calling_ae=STORESCU_AET, timeout=2) != 0:
             raise OSError("C-ECHO failed")
