@@ -108,11 +108,20 @@ def test_a_non_image_instance_is_refused_while_the_association_carries_on(sqlite
     assert "Encapsulated PDF Storage is not an image cxr reads" in caplog.text
 
 
-def test_a_lateral_view_is_stored_without_detection_and_gets_no_report(sqlite_engine, local_lake, listen):
+def test_a_lateral_view_is_stored_without_detection_and_the_views_of_a_study_are_grouped(
+        sqlite_engine, local_lake, listen, caplog):
+    caplog.set_level(logging.INFO, logger="cxr.dicom")
     ln = listen(sqlite_engine, local_lake)
-    assert send(ln.scp.port, [phantom_dataset(50, view="LL"), phantom_dataset(51, view="PA")]) == [0, 0]
+    lateral, frontal, knee = phantom_dataset(50, view="LL"), phantom_dataset(51, view="PA"), phantom_dataset(52)
+    frontal.StudyInstanceUID = lateral.StudyInstanceUID  # two views of one study
+    knee.BodyPartExamined = "KNEE"
+    assert send(ln.scp.port, [lateral, frontal, knee]) == [0, 0, 0]
+    assert "warning: DICOM body part is KNEE, not CHEST" in caplog.text  # stored, with the uploads' warning
     with sqlite_engine.connect() as conn:
-        rows = {r.skip_reason is not None: r for r in conn.execute(select(transaction))}
+        keys = conn.execute(select(image.c.study_key).order_by(image.c.image_id)).scalars().all()
+        assert keys[0] == keys[1] != keys[2] and len(keys[0]) == 64  # listed together by study_key
+        assert lateral.StudyInstanceUID not in keys
+        rows = {r.skip_reason is not None: r for r in conn.execute(select(transaction).where(transaction.c.image_id < 3))}
     assert "ViewPosition LL" in rows[True].skip_reason and rows[True].sr_key is None
     assert rows[False].sr_key is not None
     with sqlite_engine.connect() as conn:

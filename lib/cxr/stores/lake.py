@@ -1,8 +1,9 @@
 """The lake: a small object-store interface with a local-directory and an S3 backend.
 
 Keys are POSIX-style paths under the prefixes of :mod:`cxr.stores.layout`. Writes are
-atomic (a temp file renamed into place locally; a single PUT or a completed multipart
-upload on S3), so a reader never sees half an object.
+atomic (a temp file, flushed to disk, renamed into place locally; a single PUT or a completed
+multipart upload on S3), so a reader never sees half an object, and an object put is on disk
+when ``put`` returns.
 """
 
 from __future__ import annotations
@@ -61,6 +62,20 @@ class Lake(Protocol):
     def arrow_filesystem(self) -> tuple[FileSystem, str]: ...
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX: the directory entry is flushed)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
 class LocalLake:
     """A directory as a lake: the embedded default. ``bucket`` is the directory's name."""
 
@@ -80,10 +95,13 @@ class LocalLake:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())  # durable before a DB row names it (the listener acknowledges after)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _fsync_dir(path.parent)
 
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> None:
         dest = self._path(key)
