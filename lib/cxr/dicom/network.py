@@ -318,14 +318,7 @@ class StorageSCP:
         calling = str(event.assoc.requestor.ae_title).strip()
         host = str(event.assoc.requestor.address)
         syntax = str(event.context.transfer_syntax)
-        if sop_class not in IMAGE_CLASSES:
-            outcome = Outcome(SOP_CLASS_NOT_SUPPORTED, f"refused: {UID(sop_class).name} is not an image cxr reads "
-                                                       "(CR, DX, Secondary Capture)")
-        else:
-            try:
-                outcome = self.on_store(self._received(event, sop_class, syntax, calling, host))
-            except Exception as exc:  # noqa: BLE001 - a bug must not kill the association; the type is logged
-                outcome = Outcome(PROCESSING_FAILURE, f"failed: unexpected {type(exc).__name__}")
+        outcome = self._answer(event, sop_class, syntax, calling, host)
         with self._lock:
             stats = self._stats.get(id(event.assoc))
             if stats is not None:
@@ -336,6 +329,20 @@ class StorageSCP:
         log.log(level, "instance from %s@%s: %s, %s -> status 0x%04X %s (%.2f s)", calling, host, UID(sop_class).name,
                 UID(syntax).name, outcome.status, outcome.note, time.monotonic() - t0)
         return outcome.status
+
+    def _answer(self, event: evt.Event, sop_class: str, syntax: str, calling: str, host: str) -> Outcome:
+        """The outcome of one C-STORE: refused by class, unreadable, or what ``on_store`` says."""
+        if sop_class not in IMAGE_CLASSES:
+            return Outcome(SOP_CLASS_NOT_SUPPORTED, f"refused: {UID(sop_class).name} is not an image cxr reads "
+                                                    "(CR, DX, Secondary Capture)")
+        try:
+            received = self._received(event, sop_class, syntax, calling, host)
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a garbled dataset
+            return Outcome(CANNOT_UNDERSTAND, f"refused: unreadable dataset ({type(exc).__name__})")
+        try:
+            return self.on_store(received)
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the association; the type is logged
+            return Outcome(PROCESSING_FAILURE, f"failed: unexpected {type(exc).__name__}")
 
     @staticmethod
     def _received(event: evt.Event, sop_class: str, syntax: str, calling: str, host: str) -> Received:
