@@ -6,6 +6,7 @@ import io
 import os
 import threading
 import time
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -47,7 +48,7 @@ class Sender(threading.Thread):
         from pynetdicom import AE
 
         ae = AE(ae_title="SENDER")
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20  # a dead listener is noticed soon
         ae.add_requested_context(str(self.datasets[0].SOPClassUID), [str(self.datasets[0].file_meta.TransferSyntaxUID)])
         assoc = ae.associate("127.0.0.1", self.port, ae_title="CXR")
         if not assoc.is_established:
@@ -81,6 +82,9 @@ def test_sigterm_finishes_the_instances_in_flight_and_exits_cleanly(tmp_path):
         sender.start()
     try:
         senders[0].wait_acks(2)
+        status = Path(f"/proc/{listener.proc.pid}/status").read_text()
+        peak_mb = int(next(x.split()[1] for x in status.splitlines() if x.startswith("VmHWM:"))) // 1024
+        assert peak_mb < 1500, peak_mb  # bounded: 2 workers, one dataset per association (about 0.9 GB measured)
         assert listener.terminate(timeout=120) == 0
     finally:
         listener.kill()
