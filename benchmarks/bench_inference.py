@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def median_ms(fn, repeats: int, warmup: int = 3) -> float:
@@ -44,7 +43,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/bench_inference.json"))
     args = ap.parse_args()
 
-    import onnxruntime as ort
     import torch
 
     from cxr.config import get_settings

@@ -108,6 +108,27 @@ class Settings(BaseSettings):
     monitor_window_days: int = Field(7, ge=1, le=366, description="The model monitor compares the last this-many days with the model's reference.")
     monitor_min_samples: int = Field(100, ge=1, description="Fewest images (and boxes) in the window for a drift figure to alert (a PSI of fewer values is mostly noise).")
 
+    # -- DICOM network (`cxr dicom listen`: C-STORE/C-ECHO in, results back as DICOM SR) ----------
+    dicom_ae_title: str = Field("CXR", description="AE title of the listener (and the calling AE title of result deliveries).")
+    dicom_port: int = Field(11112, ge=1, le=65535, description="TCP port of the listener.")
+    dicom_bind: str = Field("127.0.0.1", description="Address the listener binds to (0.0.0.0: every interface).")
+    dicom_allowed_aes: str = Field("", description="Calling AE titles allowed to associate, comma-separated, each optionally AE@host; empty refuses everyone.")
+    dicom_tls_cert: Path | None = Field(None, description="PEM certificate of the listener (TLS on; needs CXR_DICOM_TLS_KEY).")
+    dicom_tls_key: Path | None = Field(None, description="PEM private key of CXR_DICOM_TLS_CERT.")
+    dicom_tls_ca: Path | None = Field(None, description="PEM CA bundle: with TLS the listener requires peer certificates it signed; deliveries verify the destination with it.")
+    dicom_results_dest: str = Field("", description="Where results go as DICOM SR: AE@host:port (the PACS); empty sends none.")
+    dicom_send_attempts: int = Field(4, ge=1, le=100, description="Attempts to deliver one result before it is recorded as undelivered.")
+    dicom_send_backoff_s: float = Field(2.0, ge=0.0, le=3600.0, description="Wait before the second delivery attempt; doubled for each further one.")
+    dicom_timeout_s: float = Field(30.0, gt=0.0, le=3600.0, description="Network timeout of a delivery association (connect, negotiation, each response).")
+    dicom_workers: int = Field(2, ge=1, le=64, description="Received instances decoded, detected and stored at once.")
+    dicom_busy_wait_s: float = Field(10.0, ge=0.0, le=600.0, description="How long an instance waits for a free worker before the answer is 'out of resources' (0xA700).")
+    dicom_max_associations: int = Field(8, ge=1, le=256, description="Concurrent associations; more are rejected (local limit exceeded).")
+    dicom_delivery_queue: int = Field(256, ge=1, le=100_000, description="Results waiting for delivery, held in memory; a full queue records the result as undelivered.")
+
+    # -- lake loading (notebooks/lake_loading.ipynb, hourly DAG) ----------------------------------
+    loading_source: str = Field("", description="Drop the lake-loading stage ingests: a folder or s3://bucket/prefix (a PACS export, a modality's share).")
+    loading_pattern: str = Field("*", description="Shell pattern of the keys to load, relative to the source (fnmatch: * also matches '/').")
+
     # -- validators: one clear line naming the setting ------------------------------------
     @field_validator("db_url")
     @classmethod
@@ -133,7 +154,24 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown scheme {scheme!r}; use 'embedded' or mongodb://")
         return v
 
-    # -- derived values -------------------------------------------------------------------
+    @field_validator("dicom_ae_title")
+    @classmethod
+    def _ae_title(cls, v: str) -> str:
+        return check_ae_title(v)
+
+    @field_validator("dicom_allowed_aes")
+    @classmethod
+    def _allowed_aes(cls, v: str) -> str:
+        parse_allowed_aes(v)
+        return v
+
+    @field_validator("dicom_results_dest")
+    @classmethod
+    def _results_dest(cls, v: str) -> str:
+        if v.strip():
+            parse_destination(v)
+        return v.strip()
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, v: str) -> str:
@@ -151,6 +189,7 @@ class Settings(BaseSettings):
             raise ValueError(f"not an HTTP header name: {v!r}")
         return v
 
+    # -- derived values -------------------------------------------------------------------
     @property
     def resolved_db_url(self) -> str:
         return self.db_url or f"sqlite:///{(self.data_dir / 'cxr.db').resolve()}"
@@ -177,6 +216,34 @@ def redact_url(url: str) -> str:
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)
     return url
+
+
+def check_ae_title(value: str) -> str:
+    """A DICOM AE title: 1-16 characters of printable ASCII, no backslash, not only spaces."""
+    title = value.strip()
+    if not 1 <= len(title) <= 16 or not all(32 <= ord(ch) < 127 for ch in title) or "\\" in title:
+        raise ValueError(f"AE title {value!r} must be 1-16 printable ASCII characters without a backslash")
+    return title
+
+
+def parse_allowed_aes(spec: str) -> tuple[tuple[str, str | None], ...]:
+    """``"PACS, MODALITY@10.0.0.5"`` -> ``(("PACS", None), ("MODALITY", "10.0.0.5"))`` (no host: any host)."""
+    out = []
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        title, at, host = item.partition("@")
+        if at and not host.strip():
+            raise ValueError(f"entry {item!r} names no host after '@'")
+        out.append((check_ae_title(title), host.strip() or None))
+    return tuple(out)
+
+
+def parse_destination(spec: str) -> tuple[str, str, int]:
+    """``"PACS@10.0.0.9:104"`` -> ``("PACS", "10.0.0.9", 104)``."""
+    title, at, rest = spec.strip().partition("@")
+    host, colon, port = rest.rpartition(":")
+    if not at or not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{spec!r} is not AE@host:port")
+    return check_ae_title(title), host.strip("[]"), int(port)
 
 
 def setting_names() -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from cxr.stores.warehouse import IMAGES_COLLECTION
 from cxr.stores.watermark import get_watermark
 
 STORES = ("db", "lake_backup", "warehouse", "mart", "people")
+UNDELIVERED_SHOWN = 1000  # undelivered DICOM results listed (newest first)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class PipelineReport:
     model_rows: list[tuple[str, int, datetime | None, datetime | None]]  # version, transactions, first, last
     ingest_rows: list[tuple[str, int, datetime | None, datetime | None]]  # run_id, transactions, first, last
     runs: list[RunSummary] = field(default_factory=list)  # newest first
+    undelivered: list[tuple[int, datetime, str | None]] = field(default_factory=list)  # DICOM SRs the PACS lacks
     notes: list[str] = field(default_factory=list)  # stores that could not be read, and why
 
 
@@ -109,6 +111,14 @@ def duration_stats(runs: Sequence[RunSummary]) -> pd.DataFrame:
     return out.reset_index()
 
 
+def undelivered_table(rows: Sequence[tuple]) -> pd.DataFrame:
+    """Transactions whose DICOM SR did not reach the PACS (CXR_DICOM_RESULTS_DEST), newest first.
+
+    Sending the image to ``cxr dicom listen`` again delivers its report again."""
+    df = pd.DataFrame(list(rows), columns=["transaction_id", "time", "why"])
+    return df.sort_values("transaction_id", ascending=False, ignore_index=True)
+
+
 def plot_class_distribution(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Stacked bars of :func:`class_distribution`; returns the Axes."""
     if ax is None:
@@ -166,6 +176,9 @@ def _db_part(stores: Stores, report: PipelineReport) -> None:
                 select(tv.model_version, func.count(), func.min(tv.time), func.max(tv.time)).group_by(tv.model_version)))
             report.ingest_rows.extend(tuple(r) for r in conn.execute(
                 select(tv.run_id, func.count(), func.min(tv.time), func.max(tv.time)).group_by(tv.run_id)))
+            report.undelivered.extend(tuple(r) for r in conn.execute(
+                select(tv.transaction_id, tv.time, tv.sr_error).where(tv.sr_status == "failed")
+                .order_by(tv.transaction_id.desc()).limit(UNDELIVERED_SHOWN)))
     except SQLAlchemyError as exc:
         raise CxrError(f"{describe_error(exc)} (run `cxr db upgrade`?)") from None
 

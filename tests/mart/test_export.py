@@ -76,7 +76,7 @@ def test_export_is_valid_coco_and_matches_the_warehouse(populated, tmp_path, nam
     assert split_ids[0] | split_ids[1] == set(coco.getImgIds()) and not split_ids[0] & split_ids[1]
     card = (tmp_path / "out" / "README.md").read_text()
     assert f"watermark (highest transaction_id loaded): {max(t['transaction_id'] for d in _docs() for t in d['transactions'])}" in card
-    assert f"| annotations | " in card and f"| {n_box} |" in card
+    assert "| annotations | " in card and f"| {n_box} |" in card
 
 
 def test_export_from_s3_lake(warehouse_db, s3_lake, tmp_path):

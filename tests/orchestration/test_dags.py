@@ -37,7 +37,8 @@ def dagbag(airflow_home):
 @pytest.mark.integration
 def test_dagbag_loads_every_dag_without_import_errors(dagbag):
     assert dagbag["errors"] == {}
-    assert set(dagbag["dags"]) == {"cxr_backup_weekly", "cxr_warehouse_daily", "cxr_mart_export", "cxr_report_daily"}
+    assert set(dagbag["dags"]) == {"cxr_backup_weekly", "cxr_warehouse_daily", "cxr_mart_export", "cxr_report_daily",
+                                   "cxr_lake_loading"}
     for dag in dagbag["dags"].values():
         assert dag["catchup"] is False
         for task in dag["tasks"].values():

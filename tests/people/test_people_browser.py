@@ -163,7 +163,7 @@ def test_radiologist_accepts_rejects_and_resizes(tmp_path, models_dir, db, chrom
     assert rv["reviewer_role"] == "radiologist" and rv["verdict"] == "findings"
     by_pred = {b["pred_bbox_id"]: b for b in rv["boxes"]}
     assert set(by_pred) == set(predicted) and len(rv["boxes"]) == n
-    acc, rej, res = predicted[accepted_id], predicted[rejected_id], predicted[resized_id]
+    acc, res = predicted[accepted_id], predicted[resized_id]
     assert by_pred[accepted_id]["action"] == "accept"
     assert tuple(by_pred[accepted_id][k] for k in ("x_min", "y_min", "x_max", "y_max")) == acc.box  # exactly as predicted
     assert by_pred[rejected_id]["action"] == "reject" and by_pred[rejected_id]["x_min"] is None

@@ -61,6 +61,7 @@ class Dashboard:
         self.run_id = run_id or f"dashboard-{uuid.uuid4().hex[:12]}"
         self.upload_state: DecodedUpload | None = None  # the current image
         self.raw: RawOutput | None = None  # the model's output for it (the model ran once)
+        self.skip_reason: str | None = None  # why the model did not run on it (a lateral view)
         self.base = None  # scaled RGB display image
         self.scale = 1.0
         self.records: list[dict] = []
@@ -236,15 +237,24 @@ class Dashboard:
         self.timing.value = (f"<div class='cxr-timing'>{upload.width}&times;{upload.height} "
                              f"{upload.source_format.upper()}; inference {seconds * 1000:.0f} ms "
                              "(threshold changes re-filter without re-running the model)</div>")
-        if upload.warnings:
+        notes = upload.warnings + ([f"not analysed: {detected.skip_reason}"] if detected.skip_reason else [])
+        if notes:
             self.warnings.value = "".join(f"<div class='cxr-warning' style='color:#8a5300'>&#9888; "
-                                          f"{html.escape(x)}</div>" for x in upload.warnings)
-        self.refilter()
+                                          f"{html.escape(x)}</div>" for x in notes)
+        if detected.skip_reason:  # stored, with the reason, and shown without findings
+            self.skip_reason = detected.skip_reason
+            self.records = []
+            self.annotated.value = self.original.value
+            self.findings.value = render.findings_html([], self.score.value, self.nms.value)
+            self.save.disabled = True
+        else:
+            self.skip_reason = None
+            self.refilter()
         self.store_current()
         return True
 
     def _clear_result(self) -> None:
-        self.upload_state = self.raw = self.base = None
+        self.upload_state = self.raw = self.base = self.skip_reason = None
         self.records = []
         self.original.value = b""
         self.annotated.value = b""
@@ -274,11 +284,13 @@ class Dashboard:
         session = self.signed_in()
         if session is None:
             return None
-        det = self.predictor.postprocess(self.raw, score_thr=self.score.value, nms_thr=self.nms.value)
+        det = None if self.raw is None else self.predictor.postprocess(self.raw, score_thr=self.score.value,
+                                                                        nms_thr=self.nms.value)
         try:
             res = store_prediction(self.engine, self.lake, self.upload_state, det, score_thr=self.score.value,
                                    nms_thr=self.nms.value, model_version=self.predictor.model_version,
-                                   run_id=self.run_id, source="dashboard", actor=session.actor())
+                                   run_id=self.run_id, source="dashboard", actor=session.actor(),
+                                   skip_reason=self.skip_reason if det is None else None)
         except (CxrError, SQLAlchemyError, OSError) as exc:
             self.show_error(f"the prediction is shown but could not be saved ({type(exc).__name__}).",
                             title="Not saved", nothing_stored=False)

@@ -33,6 +33,7 @@ _MODULES = (
     "cxr.cli.services_cmd",
     "cxr.cli.model_cmd",
     "cxr.cli.ingest_cmd",
+    "cxr.cli.dicom_cmd",
     "cxr.cli.dashboard_cmd",
     "cxr.cli.users_cmd",
     "cxr.cli.review_cmd",

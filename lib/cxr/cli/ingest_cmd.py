@@ -42,6 +42,11 @@ def predict(
     predictor = load_predictor(settings)
     results, rejected = [], 0
     for p in iter_predictions(list(files), settings, predictor, score_thr=s_thr, nms_thr=n_thr):
+        if p.detected is not None and p.detected.skip_reason:
+            if not as_json:
+                typer.echo(f"{p.display_path}: not run: {p.detected.skip_reason}")
+            results.append({"path": p.display_path, "skipped": p.detected.skip_reason, "findings": []})
+            continue
         if p.upload is None or p.detections is None:
             rejected += 1
             typer.echo(f"cxr: rejected {p.display_path}: {p.reason}", err=True)
@@ -110,7 +115,7 @@ def gc_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report."),
 ) -> None:
-    """Delete images/ and renditions/ objects that no image row (or backup) references.
+    """Delete images/, renditions/ and sr/ objects whose image no image row (or backup) references.
 
     Such objects are left by an ingest that crashed between the lake put and the DB commit.
     """

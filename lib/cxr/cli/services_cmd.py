@@ -10,7 +10,7 @@ from cxr.errors import ConfigError
 
 services = typer.Typer(
     help="Local servers on loopback standing in for AWS: MariaDB (RDS), moto S3, SecantusDB (DocumentDB), "
-    "sshd (bastion). Data under <data_dir>/services/.",
+    "sshd (bastion); optionally Orthanc (a PACS) and cxr's DICOM listener. Data under <data_dir>/services/.",
     no_args_is_help=True,
 )
 
@@ -26,10 +26,16 @@ def _harness() -> ModuleType:
 
 
 @services.command("up")
-def up() -> None:
-    """Start the servers that are not running (idempotent) and write <data_dir>/services/services.env."""
+def up(extras: list[str] = typer.Argument(None, help="Optional services to start as well: orthanc (the PACS, "
+                                          "Debian's Orthanc), dicom (`cxr dicom listen` on these servers).",
+                                          show_default=False)) -> None:
+    """Start the servers that are not running (idempotent) and write <data_dir>/services/services.env.
+
+    `cxr services up orthanc dicom` also starts Orthanc (forwarding new CR/DX images to cxr) and the
+    DICOM listener (storing into the local MariaDB and S3, reporting back to Orthanc).
+    """
     svc = _harness()
-    svc.up(echo=typer.echo)
+    svc.up(echo=typer.echo, extras=tuple(extras or ()))
     typer.echo(f"env: {svc.env_file()}")
     typer.echo(f"use: set -a; . {svc.env_file()}; set +a")
 

@@ -136,6 +136,12 @@ def replace_uid(value: str, key: bytes) -> str:
     return "2.25." + str(int.from_bytes(_mac(key, "uid", value.strip())[:16], "big"))
 
 
+def derived_uid(key: bytes, purpose: str, value: str) -> str:
+    """A UID that cxr makes for an object of its own (a report, its series), stable for ``(purpose,
+    value)`` and unlinkable to it without the key (``2.25.`` + 128 bits of an HMAC)."""
+    return "2.25." + str(int.from_bytes(_mac(key, f"derived-uid:{purpose}", value)[:16], "big"))
+
+
 def pseudonym(patient_id: str, key: bytes) -> str:
     return "ANON-" + _mac(key, "patient", patient_id.strip()).hex()[:16].upper()
 

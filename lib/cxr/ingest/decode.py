@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from cxr.config import Settings
 from cxr.dicom.deid import deidentify, keyed_hash, load_key, provenance_keys
 from cxr.errors import InputError
-from cxr.ingest import names, validate
+from cxr.ingest import names, validate, views
 from cxr.model.drift import intensity_stats
 from cxr.model.pixels import decode_raster, dicom_to_array, parse_dicom, quiet_pydicom, to_uint8
 from cxr.stores import layout
@@ -49,6 +49,8 @@ class DecodedUpload:
     patient_key: str | None = None  # keyed hash of the PatientID (DICOM only)
     intensity_mean: float | None = None  # of ``array`` (model.drift.intensity_stats): drift monitoring
     intensity_std: float | None = None
+    view_position: str | None = None  # DICOM ViewPosition (AP, PA, LL, RL...), None when absent (views.py)
+    view_code: tuple[str, str] | None = None  # (CodeValue, scheme) of ViewCodeSequence[0], None when absent
 
     @cached_property
     def sha256(self) -> str:
@@ -73,23 +75,43 @@ def decode_upload(name: str, data: bytes, settings: Settings) -> DecodedUpload:
     validate.check_size(data, settings.max_upload_bytes)
     fmt, notes = validate.check_format(name, data)
     key = load_key(settings)
-    keys: dict[str, str | None] = {}
     if fmt == "dicom":
-        ds = parse_dicom(data)
-        keys = provenance_keys(ds, key)
-        array, stored, dicom_notes, identifiers = decode_dataset(ds, settings.max_pixels, key)
-        notes += dicom_notes
-    else:
-        array, raster_notes = decode_raster(data, fmt, settings.max_pixels)
-        notes += raster_notes
-        stored, identifiers = data, frozenset()
+        return _decode_dicom(parse_dicom(data), settings, key, name=name, original=data, notes=notes)
+    array, raster_notes = decode_raster(data, fmt, settings.max_pixels)
     height, width = array.shape
     mean, std = intensity_stats(array)
     return DecodedUpload(
-        array=array, width=width, height=height, source_format=fmt, stored_bytes=stored,
-        extension=validate.STORED_EXTENSION[fmt], rendition_png=rendition(array), warnings=notes,
-        name=names.mask_name(name, identifiers), upload_key=keyed_hash(key, "upload", data), **keys,
+        array=array, width=width, height=height, source_format=fmt, stored_bytes=data,
+        extension=validate.STORED_EXTENSION[fmt], rendition_png=rendition(array), warnings=notes + raster_notes,
+        name=names.mask_name(name), upload_key=keyed_hash(key, "upload", data),
         intensity_mean=mean, intensity_std=std,
+    )
+
+
+def decode_received(ds: Dataset, settings: Settings, *, original: bytes) -> DecodedUpload:
+    """A DICOM dataset received over the network (identified, in memory, ``ds.file_meta`` set) ->
+    the same :class:`DecodedUpload` as an uploaded DICOM file, by the same steps (validate the
+    size, decode, de-identify). ``original`` is the encoded dataset as it was received (for
+    ``upload_key``); ``ds`` is de-identified in place. There is no file name.
+    """
+    validate.check_size(original, settings.max_upload_bytes)
+    return _decode_dicom(ds, settings, load_key(settings), name="", original=original, notes=[])
+
+
+def _decode_dicom(ds: Dataset, settings: Settings, key: bytes, *, name: str, original: bytes,
+                  notes: list[str]) -> DecodedUpload:
+    """The one DICOM path of uploads, files and the network: provenance keys and view attributes
+    from the identified header, then pixels and de-identified bytes (:func:`decode_dataset`)."""
+    keys = provenance_keys(ds, key)
+    view_position, view_code = views.view_attributes(ds)
+    array, stored, dicom_notes, identifiers = decode_dataset(ds, settings.max_pixels, key)
+    height, width = array.shape
+    mean, std = intensity_stats(array)
+    return DecodedUpload(
+        array=array, width=width, height=height, source_format="dicom", stored_bytes=stored,
+        extension=validate.STORED_EXTENSION["dicom"], rendition_png=rendition(array), warnings=notes + dicom_notes,
+        name=names.mask_name(name, identifiers) if name else "", upload_key=keyed_hash(key, "upload", original),
+        view_position=view_position, view_code=view_code, intensity_mean=mean, intensity_std=std, **keys,
     )
 
 

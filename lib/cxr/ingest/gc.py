@@ -1,6 +1,7 @@
 """Sweep lake objects that no row references (left behind by a crash between put and commit).
 
-Only ``images/`` and ``renditions/`` are swept, and only objects older than ``older_than``:
+Only ``images/``, ``renditions/`` and ``sr/`` (the SRs beside an image) are swept, and only objects
+older than ``older_than``:
 an ingest puts its objects (refreshing their age) before it commits its row, so an object
 younger than any ingest's duration is never touched. An object counts as referenced when an
 ``image`` row has its sha256, or when the stage-3 backup (which may have purged the row)

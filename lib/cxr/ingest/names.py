@@ -48,6 +48,11 @@ def _mask_digits(text: str) -> str:
     return DIGIT_RUN.sub(lambda m: "#" * len(m.group()), text)
 
 
+def mask_digits(text: str) -> str:
+    """``text`` (a URL, a folder) with every run of six or more digits masked with ``#``."""
+    return _mask_digits(text)
+
+
 def mask_name(name: str, identifiers: Iterable[str] = ()) -> str:
     """``name`` with identifier tokens removed and digit runs masked; never empty.
 

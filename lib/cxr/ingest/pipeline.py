@@ -36,7 +36,7 @@ from tqdm import tqdm
 from cxr.auth.audit import Actor, append
 from cxr.config import Settings
 from cxr.errors import InputError
-from cxr.ingest import names
+from cxr.ingest import names, views
 from cxr.ingest.decode import DecodedUpload, decode_upload
 from cxr.model.postprocess import Detections, RawOutput
 from cxr.model.predict import Predictor, load_predictor
@@ -270,7 +270,13 @@ class Detected:
 
 def detect(upload: DecodedUpload, predictor: Predictor, *, score_thr: float, nms_thr: float) -> Detected:
     """The one per-image detection step, for every source (files, the dashboard, the DICOM network,
-    the backfill): the model runs once; thresholds can be re-applied to ``raw`` later."""
+    the backfill): the model runs once; thresholds can be re-applied to ``raw`` later.
+
+    An image the detector must not read (a lateral view, :mod:`cxr.ingest.views`) is returned
+    without running the model, with its ``skip_reason``; it is stored all the same."""
+    reason = views.skip_reason(upload.view_position, upload.view_code)
+    if reason is not None:
+        return Detected(upload, skip_reason=reason)
     t0 = time.perf_counter()
     raw = predictor.infer(upload.array)
     seconds = time.perf_counter() - t0
@@ -278,11 +284,11 @@ def detect(upload: DecodedUpload, predictor: Predictor, *, score_thr: float, nms
 
 
 def store_detected(stores: Stores, d: Detected, *, score_thr: float, nms_thr: float, model_version: str,
-                   run_id: str, source: Source, resume: bool = False) -> StoredResult:
+                   run_id: str, source: Source, resume: bool = False, actor: Actor | None = None) -> StoredResult:
     """The one per-image store step after :func:`detect` (see :func:`store_prediction`)."""
     return store_prediction(stores.engine, stores.lake, d.upload, d.detections, score_thr=score_thr, nms_thr=nms_thr,
                             model_version=model_version, run_id=run_id, resume=resume, source=source,
-                            skip_reason=d.skip_reason)
+                            skip_reason=d.skip_reason, actor=actor)
 
 
 @dataclass
@@ -359,6 +365,8 @@ def ingest_files(paths: Iterable[str | Path], settings: Settings | None = None, 
                                  model_version=predictor.model_version, run_id=run_id, resume=resume, source="ingest")
             summary.stored.append({"path": p.display_path, **asdict(res), "inference_s": round(p.inference_s, 4)})
             summary.warnings.extend({"path": p.display_path, "warning": w} for w in p.detected.upload.warnings)
+            if p.detected.skip_reason:
+                summary.warnings.append({"path": p.display_path, "warning": f"not run: {p.detected.skip_reason}"})
     finally:
         bar.close()
     summary.seconds = round(time.perf_counter() - t0, 3)

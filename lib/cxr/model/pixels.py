@@ -26,10 +26,11 @@ from contextlib import contextmanager
 import numpy as np
 import pydicom
 import pydicom.config
+import pydicom.uid
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 from cxr.errors import InputError
 
@@ -180,6 +181,27 @@ def quiet_pydicom() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+#: Transfer syntaxes without compressed pixel data: decoded by pydicom itself.
+_NATIVE_SYNTAXES = (pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian,
+                    pydicom.uid.DeflatedExplicitVRLittleEndian, pydicom.uid.ExplicitVRBigEndian)
+
+
+def decodable_transfer_syntaxes() -> tuple[str, ...]:
+    """Every transfer syntax whose pixel data this installation decodes: the uncompressed ones and
+    each compressed one with a decoder plugin present (pylibjpeg, pyjpegls, Pillow: JPEG, JPEG-LS,
+    JPEG 2000, HTJ2K, RLE). The DICOM listener accepts images in exactly these."""
+    out = list(_NATIVE_SYNTAXES)
+    for uid in pydicom.uid.AllTransferSyntaxes:
+        if uid in out or not uid.is_compressed:
+            continue
+        try:
+            if get_decoder(uid).is_available:
+                out.append(uid)
+        except NotImplementedError:  # no decoder exists for the syntax at all (MPEG, JPIP...)
+            continue
+    return tuple(str(u) for u in out)
 
 
 def parse_dicom(data: bytes) -> Dataset:

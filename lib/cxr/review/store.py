@@ -7,7 +7,7 @@ Only a radiologist (or an admin) may open or review a transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 

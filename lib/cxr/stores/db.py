@@ -121,6 +121,17 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def require_current(engine: Engine) -> None:
+    """A one-line :class:`ConfigError` unless the DB is migrated to the newest revision."""
+    from alembic.script import ScriptDirectory  # only the long-running commands check this
+
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    rev = current_revision(engine)
+    if rev != head:
+        raise ConfigError(f"the DB is at revision {rev or 'none'}, not {head}: run `cxr db upgrade`",
+                          setting="CXR_DB_URL")
+
+
 def table_names(engine: Engine) -> list[str]:
     return sorted(inspect(engine).get_table_names())
 

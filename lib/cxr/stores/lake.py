@@ -1,8 +1,9 @@
 """The lake: a small object-store interface with a local-directory and an S3 backend.
 
 Keys are POSIX-style paths under the prefixes of :mod:`cxr.stores.layout`. Writes are
-atomic (a temp file renamed into place locally; a single PUT or a completed multipart
-upload on S3), so a reader never sees half an object.
+atomic (a temp file, flushed to disk, renamed into place locally; a single PUT or a completed
+multipart upload on S3), so a reader never sees half an object, and an object put is on disk
+when ``put`` returns.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class ObjectInfo:
     key: str
     size: int
     last_modified: datetime
+    etag: str | None = None  # S3's ETag (None for a directory lake: its mtime stands in)
 
 
 class ObjectNotFound(CxrError):
@@ -60,6 +62,20 @@ class Lake(Protocol):
     def arrow_filesystem(self) -> tuple[FileSystem, str]: ...
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX: the directory entry is flushed)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
 class LocalLake:
     """A directory as a lake: the embedded default. ``bucket`` is the directory's name."""
 
@@ -79,10 +95,13 @@ class LocalLake:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())  # durable before a DB row names it (the listener acknowledges after)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _fsync_dir(path.parent)
 
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> None:
         dest = self._path(key)
@@ -232,13 +251,14 @@ class S3Lake:
             h = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
         except ClientError:
             raise ObjectNotFound(f"no object {key!r} in {self.url}") from None
-        return ObjectInfo(key, int(h["ContentLength"]), h["LastModified"])
+        return ObjectInfo(key, int(h["ContentLength"]), h["LastModified"], str(h.get("ETag", "")).strip('"') or None)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             for obj in page.get("Contents", []):
-                yield ObjectInfo(obj["Key"][len(self.prefix):], int(obj["Size"]), obj["LastModified"])
+                yield ObjectInfo(obj["Key"][len(self.prefix):], int(obj["Size"]), obj["LastModified"],
+                                 str(obj.get("ETag", "")).strip('"') or None)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._k(key))

@@ -6,6 +6,10 @@ key                                                        what
 ``images/<sha256[:2]>/<sha256>.<ext>``                     the stored upload (de-identified DICOM, or the
                                                            PNG/JPEG as uploaded), by the sha256 of its bytes
 ``renditions/<sha256[:2]>/<sha256>.png``                   8-bit PNG rendition (display, the mart)
+``sr/<sha256[:2]>/<sha256>/<transaction_id>.dcm``          de-identified DICOM SR of one transaction, beside
+                                                           the image with that sha256 (``transaction.sr_key``)
+``loading/<source_id>/seen/<part>.json``                   lake loading: the keys of a drop already read
+                                                           (keyed hashes, size, etag/mtime), one part per run
 ``backup/<layout>/run=<run_id>/<partitions>/*.parquet``    stage 3 parquet, one prefix per backup run
 ``backup/<layout>/run=<run_id>/_SUCCESS``                  written last: the run is committed
 ``backup/manifests/<run_id>.json`` (``.purged.json``)      what a run wrote (and, later, what it purged)
@@ -27,14 +31,16 @@ from cxr.errors import InputError
 
 IMAGES_PREFIX = "images/"
 RENDITIONS_PREFIX = "renditions/"
+SR_PREFIX = "sr/"
+LOADING_PREFIX = "loading/"
 BACKUP_PREFIX = "backup/"
 MANIFESTS_PREFIX = "backup/manifests/"
 EXPORTS_PREFIX = "exports/"
 RUNS_PREFIX = "runs/"
 SUCCESS = "_SUCCESS"
 
-#: The prefixes swept by ``cxr lake gc`` (content-addressed objects a DB row refers to).
-CONTENT_PREFIXES = (IMAGES_PREFIX, RENDITIONS_PREFIX)
+#: The prefixes swept by ``cxr lake gc`` (objects named by the sha256 of the image a DB row refers to).
+CONTENT_PREFIXES = (IMAGES_PREFIX, RENDITIONS_PREFIX, SR_PREFIX)
 
 #: Partition columns of each backup layout. ``month`` (default) and ``week`` scale; ``image_id``
 #: is the seed's layout (one directory per image), kept as an option for comparison.
@@ -43,6 +49,8 @@ BACKUP_LAYOUTS: dict[BackupLayout, tuple[str, ...]] = {"month": ("year", "month"
                                               "image_id": ("image_id",)}
 
 _CONTENT_KEY = re.compile(r"^(images|renditions)/([0-9a-f]{2})/([0-9a-f]{64})\.([a-z0-9]+)$")
+_SR_KEY = re.compile(r"^sr/([0-9a-f]{2})/([0-9a-f]{64})/([0-9]+)\.dcm$")
+_SOURCE_ID = re.compile(r"^[0-9a-f]{16,64}$")
 
 
 # -- content-addressed objects --------------------------------------------------------------------
@@ -57,15 +65,41 @@ def rendition_key(sha256: str) -> str:
 
 
 def content_sha256(key: str) -> str | None:
-    """The sha256 a content-addressed key (image or rendition) names, or None for any other key."""
+    """The image sha256 a content key names (an image, its rendition or one of its SRs), or None for any other key."""
     m = _CONTENT_KEY.match(key)
-    return m.group(3) if m and m.group(2) == m.group(3)[:2] else None
+    if m:
+        return m.group(3) if m.group(2) == m.group(3)[:2] else None
+    return sr_image_sha256(key)
+
+
+def sr_key(sha256: str, transaction_id: int) -> str:
+    """``sr/<sha[:2]>/<sha>/<transaction_id>.dcm``: the de-identified SR of a transaction on the image ``sha256``."""
+    return f"{SR_PREFIX}{sha256[:2]}/{sha256}/{int(transaction_id)}.dcm"
+
+
+def sr_image_sha256(key: str) -> str | None:
+    """The sha256 of the image an SR key sits beside, or None for any other key."""
+    m = _SR_KEY.match(key)
+    return m.group(2) if m and m.group(1) == m.group(2)[:2] else None
 
 
 def split_key(key: str) -> tuple[str, str]:
     """``(folder, file)`` of a key: the ``image`` row's ``folder`` and ``image_file`` columns."""
     folder, _, name = key.rpartition("/")
     return folder, name
+
+
+# -- lake loading ---------------------------------------------------------------------------------
+def loading_prefix(source_id: str) -> str:
+    """``loading/<source_id>/seen/``: the manifest parts of one drop (``source_id``: a hex digest)."""
+    if not _SOURCE_ID.match(source_id or ""):
+        raise InputError(f"invalid loading source id {source_id!r}")
+    return f"{LOADING_PREFIX}{source_id}/seen/"
+
+
+def loading_part_key(source_id: str, part: str) -> str:
+    """``loading/<source_id>/seen/<part>.json``: one run's (or a compaction's) manifest part."""
+    return f"{loading_prefix(source_id)}{check_name(part, 'manifest part')}.json"
 
 
 # -- backup runs ----------------------------------------------------------------------------------

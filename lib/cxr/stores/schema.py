@@ -6,9 +6,10 @@ The seed's queries still read: ``image(image_id, bucket, folder, image_file)``,
 Added: auto-increment ids, the stored bytes' unique ``sha256``, image size/format/``created_at``,
 ``model_version``/``run_id`` lineage, the class id beside its name, foreign keys and indexes;
 (migration 0002) the keyed ``study_key``/``patient_key``/``upload_key`` of an image and the
-``source``/``skip_reason`` of a transaction; (migration 0004) the image's intensity statistics,
-the uploading user of a transaction, and the people tables: ``app_user``, ``user_session``,
-``audit_event`` (+ ``audit_head``), ``review`` and ``review_box``.
+``source``/``skip_reason`` of a transaction; (migration 0003) the transaction's DICOM SR in the lake
+(``sr_key``) and its delivery to the PACS (``sr_status``, ``sr_error``); (migration 0004) the image's
+intensity statistics, the uploading user of a transaction, and the people tables: ``app_user``,
+``user_session``, ``audit_event`` (+ ``audit_head``), ``review`` and ``review_box``.
 Alembic migrations in ``cxr/stores/migrations`` create exactly these tables.
 """
 
@@ -82,10 +83,14 @@ transaction = Table(
     Column("run_id", String(64), nullable=False, comment="ingest batch / dashboard session that made it"),
     Column("source", String(16), nullable=True, comment="dashboard | ingest | dicom | backfill"),
     Column("skip_reason", String(255), nullable=True, comment="why the detector did not run (else NULL)"),
+    Column("sr_key", String(255), nullable=True, comment="lake key of the de-identified DICOM SR (sr/...)"),
+    Column("sr_status", String(16), nullable=True, comment="SR delivery to the PACS: pending | delivered | failed"),
+    Column("sr_error", String(255), nullable=True, comment="why the last SR delivery failed (never PHI)"),
     Column("user_id", Id, ForeignKey("app_user.user_id", ondelete="RESTRICT"), nullable=True,
            comment="who uploaded it (a dashboard login; NULL for the CLI, DICOM and older rows)"),
     Index("ix_transaction_image_id", "image_id"),
     Index("ix_transaction_time", "time"),
+    Index("ix_transaction_sr_status", "sr_status"),
     Index("ix_transaction_user_id", "user_id"),
     sqlite_autoincrement=True,
 )
@@ -214,3 +219,5 @@ ROLES: tuple[Role, ...] = ("uploader", "radiologist", "admin")
 #: ``review_box.action`` and ``review.verdict``.
 REVIEW_ACTIONS = ("accept", "reject", "correct", "add")
 VERDICTS = ("findings", "no_finding")
+#: ``transaction.sr_status``: the DICOM SR's delivery to ``CXR_DICOM_RESULTS_DEST`` (NULL: never sent).
+SrStatus = Literal["pending", "delivered", "failed"]

@@ -10,7 +10,14 @@ mariadb    MariaDB (Debian package)     3307    RDS MySQL: database ``cxr``, app
 s3         moto's HTTP S3 server        5055    S3: bucket ``cxr-test-lake`` (state in memory)
 warehouse  SecantusDB (MongoDB wire)    27018   DocumentDB
 sshd       OpenSSH daemon               2222    the EC2 bastion; generated host + client keys
+orthanc    Orthanc (Debian package)     4242    the hospital's PACS (REST on ``orthanc-http``, 8042);
+                                                forwards new CR/DX instances to ``dicom``
+dicom      ``cxr dicom listen``         11112   cxr's DICOM node on the DB and lake above
 ========== ============================ ======= ===============================================
+
+``orthanc`` and ``dicom`` are optional: ``cxr services up orthanc dicom`` starts them after the
+four others (the listener stores into their DB and lake and delivers its reports to Orthanc);
+a plain ``up`` leaves them alone, ``down`` stops them too.
 
 ``up`` is idempotent: a server already running (its recorded PID is alive, is ours and its
 port answers) is left alone; a port held by some other program is reported as a
@@ -35,16 +42,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cxr.config import get_settings
+from cxr.devtools.services.dicom import DicomListener, Orthanc
 from cxr.devtools.services.process import HOST, Service, ServiceStatus, _which, pid_alive, port_open, terminate
 from cxr.devtools.services.servers import BUCKET, DB_NAME, DB_USER, SERVERS, SSHD, S3, TEST_AWS, MariaDB, Warehouse, s3_client
 from cxr.errors import ConfigError
 
-__all__ = ["BUCKET", "DB_NAME", "DB_USER", "HOST", "NAMES", "PORTS", "S3", "SSHD", "TEST_AWS", "MariaDB", "Service",
+__all__ = ["BUCKET", "DB_NAME", "DB_USER", "HOST", "NAMES", "OPTIONAL", "PORTS", "S3", "SSHD", "TEST_AWS", "DicomListener",
+           "MariaDB", "Orthanc", "Service",
            "ServiceStatus", "Warehouse", "all_up", "down", "env_file", "lock", "parse_ports", "pid_alive", "port_open",
            "read_env", "running_env", "s3_client", "services_dir", "status", "terminate", "up"]
 
-PORTS = {"mariadb": 3307, "s3": 5055, "warehouse": 27018, "sshd": 2222}
-NAMES = tuple(PORTS)
+PORTS = {"mariadb": 3307, "s3": 5055, "warehouse": 27018, "sshd": 2222, "orthanc": 4242, "orthanc-http": 8042,
+         "dicom": 11112}
+NAMES = ("mariadb", "s3", "warehouse", "sshd")  # what a plain `up` starts
+OPTIONAL = ("orthanc", "dicom")  # started when named, in this order, after NAMES
 ENV_FILE = "services.env"
 AUTOSTART_MARKER = "autostarted"  # present while the stack was started on demand by a test session
 
@@ -65,7 +76,7 @@ def parse_ports(spec: str | None) -> dict[str, int]:
     for item in filter(None, (p.strip() for p in (spec or "").split(","))):
         name, _, value = item.partition("=")
         if name.strip() not in ports or not value.strip().isdigit():
-            raise ConfigError(f"bad entry {item!r}; use name=port with names {', '.join(NAMES)}",
+            raise ConfigError(f"bad entry {item!r}; use name=port with names {', '.join(PORTS)}",
                               setting="CXR_SERVICES_PORTS")
         ports[name.strip()] = int(value)
     return ports
@@ -75,18 +86,33 @@ def _settings_ports() -> dict[str, int]:
     return parse_ports(get_settings().services_ports)
 
 
-def _services(data_dir: Path | None, ports: dict[str, int] | None = None) -> list[Service]:
-    """The four services on ``ports`` (default: the settings'); one that runs keeps the port its
+def _services(data_dir: Path | None, ports: dict[str, int] | None = None,
+              names: tuple[str, ...] = NAMES) -> list[Service]:
+    """The services ``names`` on ``ports`` (default: the settings'); one that runs keeps the port its
     ``up`` recorded, and without ``ports`` so does a recorded one that stopped."""
     root = services_dir(data_dir)
-    out = []
-    for name, cls in SERVERS.items():
-        svc = cls(root, (ports or _settings_ports())[name])
+    use = ports or _settings_ports()
+    out: list[Service] = []
+    for name in names:
+        svc = _make(name, root, use, data_dir)
         recorded = svc.state().get("port")
         if isinstance(recorded, int) and (ports is None or svc.running_pid() is not None):
             svc.port = recorded
         out.append(svc)
     return out
+
+
+def _make(name: str, root: Path, ports: dict[str, int], data_dir: Path | None) -> Service:
+    if name == "orthanc":
+        return Orthanc(root, ports["orthanc"], http_port=ports["orthanc-http"], listener=("CXR", ports["dicom"]))
+    if name == "dicom":
+        return DicomListener(root, ports["dicom"], data_dir=_data_dir(data_dir),
+                             models_dir=get_settings().models_dir, orthanc_port=ports["orthanc"])
+    return SERVERS[name](root, ports[name])
+
+
+def _running_optional(data_dir: Path | None) -> list[Service]:
+    return [svc for svc in _services(data_dir, names=OPTIONAL) if svc.running_pid() is not None]
 
 
 _held: dict[Path, int] = {}  # lock files this process holds -> depth (the lock is reentrant in-process)
@@ -175,12 +201,18 @@ def _write_env(path: Path, values: dict[str, str]) -> None:
 
 
 def up(data_dir: Path | None = None, *, ports: dict[str, int] | None = None,
-       echo: Callable[[str], None] | None = None, autostarted: bool = False) -> dict[str, str]:
-    """Start every server (in parallel) unless running; write and return the services env.
+       echo: Callable[[str], None] | None = None, autostarted: bool = False,
+       extras: tuple[str, ...] = ()) -> dict[str, str]:
+    """Start every server (in parallel) unless running, then the optional ``extras`` (``orthanc``,
+    ``dicom``) one after the other; write and return the services env.
 
     ``autostarted=True`` (the test fixture) marks the stack as started on demand, so the last
     test session using it stops it; a plain ``up`` clears that mark (the servers stay up).
     """
+    unknown = [e for e in extras if e not in OPTIONAL]
+    if unknown:
+        raise ConfigError(f"unknown service {unknown[0]!r}; the optional ones are {', '.join(OPTIONAL)}",
+                          setting="CXR_SERVICES_PORTS")
     ensure_packages()
     with lock(data_dir) as root:
         services = _services(data_dir, ports or _settings_ports())
@@ -202,7 +234,13 @@ def up(data_dir: Path | None = None, *, ports: dict[str, int] | None = None,
         values: dict[str, str] = {}
         for svc in services:
             values.update(svc.env())
-        _write_env(root / ENV_FILE, values)
+        for svc in _services(data_dir, ports or _settings_ports(), names=tuple(n for n in OPTIONAL if n in extras)):
+            if isinstance(svc, DicomListener):
+                svc.base_env = dict(values)
+            outcome = svc.start()
+            if echo:
+                echo(f"{svc.name}: {outcome}")
+        _write_env(root / ENV_FILE, values)  # the four servers' settings (the listener has its own)
         marker = root / AUTOSTART_MARKER
         if autostarted:
             marker.touch()
@@ -212,18 +250,21 @@ def up(data_dir: Path | None = None, *, ports: dict[str, int] | None = None,
 
 
 def down(data_dir: Path | None = None) -> list[str]:
-    """Stop every server this directory's ``up`` started; return the names stopped."""
+    """Stop every server this directory's ``up`` started (the optional ones too); return the names stopped."""
     with lock(data_dir) as root:
+        extra = [svc.name for svc in reversed(_services(data_dir, names=OPTIONAL)) if svc.stop()]  # listener first
         services = _services(data_dir)
         with ThreadPoolExecutor(max_workers=len(services)) as pool:
             stopped = [name for name, ok in zip([s.name for s in services], pool.map(Service.stop, services)) if ok]
+        stopped = extra + stopped
         (root / ENV_FILE).unlink(missing_ok=True)
         (root / AUTOSTART_MARKER).unlink(missing_ok=True)
         return stopped
 
 
 def status(data_dir: Path | None = None) -> list[ServiceStatus]:
-    return [svc.status() for svc in _services(data_dir)]
+    """The four servers, and the optional ones that run."""
+    return [svc.status() for svc in _services(data_dir) + _running_optional(data_dir)]
 
 
 def all_up(data_dir: Path | None = None) -> bool:

@@ -148,6 +148,10 @@ class Service:
     def env(self) -> dict[str, str]:
         return {}
 
+    def environ(self) -> dict[str, str] | None:
+        """The server process's environment (None: this process's)."""
+        return None
+
     # common machinery
     @property
     def address(self) -> str:
@@ -187,7 +191,7 @@ class Service:
             self.prepare()
             with self.log.open("ab") as fh:
                 proc = subprocess.Popen(self.argv(), cwd=self.dir, stdin=subprocess.DEVNULL, stdout=fh,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=subprocess.STDOUT, start_new_session=True, env=self.environ())
             _children.append(proc)
             self.state_file.write_text(json.dumps({"pid": proc.pid, "port": self.port}))
             started = "started"

@@ -17,7 +17,7 @@ MySQL with binary logging (RDS) needs ``log_bin_trust_function_creators=1`` (a D
 group setting) and the TRIGGER privilege for the migrating user to create the triggers.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-01
 """
 
@@ -26,7 +26,7 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
