@@ -68,7 +68,45 @@ class Dashboard:
         self.last_saved: StoredResult | None = None
         classes = tuple(predictor.classes) if predictor is not None else ()
 
-        layout = w.Layout
+        self._build_controls(classes, score_thr, nms_thr)
+        self._build_results(predictor)
+        review_box = self._build_review(engine, lake, classes)
+        self.admin = AdminPanel(engine, self.signed_in) \
+            if session is not None and session.principal.may("admin") and engine is not None else None
+        self.user_line = w.HTML(render.user_html(session.principal.username, session.principal.role)
+                                if session is not None else "")
+        self.widget = w.VBox([
+            self.title, self.user_line, self.model_line,
+            w.HBox([self.upload, self.save]),
+            self.banner,
+            w.HBox([w.VBox([self.score, self.nms]), w.VBox([w.HTML("<b>Classes shown</b>"),
+                                                           w.HBox(list(self.toggles.values()),
+                                                                  layout=w.Layout(flex_flow="row wrap"))])]),
+            self.timing, self.saved, self.warnings,
+            self.images,
+            self.findings,
+            w.HTML("<h3>Recent uploads</h3>"), self.history,
+            review_box,
+            self.admin.widget if self.admin is not None else w.VBox([]),
+            self.card_box,
+        ], layout=w.Layout(padding="8px"))
+
+        self.upload.observe(self._on_upload, names="value")
+        self.score.observe(self._on_filter, names="value")
+        self.nms.observe(self._on_filter, names="value")
+        for t in self.toggles.values():
+            t.observe(self._on_filter, names="value")
+        self.save.on_click(lambda _b: self.store_current())
+        if startup_error:
+            self.show_error(startup_error, title="Dashboard unavailable", nothing_stored=False)
+            self.upload.disabled = True
+        else:
+            self.refresh_history()
+
+    # -- widgets ----------------------------------------------------------------------------------
+    def _build_controls(self, classes: tuple[str, ...], score_thr: float | None, nms_thr: float | None) -> None:
+        """The title, the upload button, the thresholds and the class toggles."""
+        layout, settings = w.Layout, self.settings
         self.title = w.HTML(
             "<style>.cxr-table{border-collapse:collapse}.cxr-table td,.cxr-table th{padding:2px 12px;"
             "text-align:left;border-bottom:1px solid #e5e5e5}</style>"
@@ -88,6 +126,10 @@ class Dashboard:
         self.toggles = {c: w.Checkbox(value=True, description=c, indent=False, layout=layout(width="auto"))
                         for c in classes}
         self.save = w.Button(description="Save with these thresholds", disabled=True, icon="save")
+
+    def _build_results(self, predictor: Predictor | None) -> None:
+        """The images, the findings, the notes, the history and the model card."""
+        layout = w.Layout
         self.original = w.Image(format="png", layout=layout(max_width="100%", border="1px solid #ccc"))
         self.annotated = w.Image(format="png", layout=layout(max_width="100%", border="1px solid #ccc"))
         self.images = w.HBox([w.VBox([w.HTML("<b>Original</b>"), self.original], layout=layout(width="49%")),
@@ -99,11 +141,15 @@ class Dashboard:
         self.warnings = w.HTML("")
         self.history = w.HTML("")
         self.card = w.HTML(render.card_html(getattr(predictor, "card_markdown", "") or "No model card."))
-        model_line = (f"Model <b>{predictor.model_name}</b> version <b>{predictor.model_version}</b>"
-                      if predictor is not None else "No model loaded")
-        card_box = w.Accordion(children=[self.card], titles=("Model card",))
-        card_box.selected_index = None
-        reviewer = session is not None and session.principal.may("radiologist")
+        self.model_line = w.HTML(f"Model <b>{predictor.model_name}</b> version <b>{predictor.model_version}</b>"
+                                 if predictor is not None else "No model loaded")
+        self.card_box = w.Accordion(children=[self.card], titles=("Model card",))
+        self.card_box.selected_index = None
+
+    def _build_review(self, engine: Engine | None, lake: Lake | None, classes: tuple[str, ...]) -> w.VBox:
+        """The radiologists' review panel (empty for other roles)."""
+        layout = w.Layout
+        reviewer = self.session is not None and self.session.principal.may("radiologist")
         self.review_pick = w.Dropdown(options=[], description="Transaction", style={"description_width": "90px"},
                                       layout=layout(width="520px"))
         self.review_open = w.Button(description="Open for review", icon="search", layout=layout(width="auto"))
@@ -115,43 +161,10 @@ class Dashboard:
             if reviewer and engine is not None and lake is not None else None
         self.review_open.on_click(lambda _b: self.review_pick.value is not None and self.open_review(self.review_pick.value))
         self.review_last.on_click(lambda _b: self.last_saved is not None and self.open_review(self.last_saved.transaction_id))
-        self.admin = AdminPanel(engine, self.signed_in) \
-            if session is not None and session.principal.may("admin") and engine is not None else None
-        review_box = (w.VBox([w.HTML("<h3>Review (radiologists)</h3>"), w.HBox([self.review_pick, self.review_open,
-                                                                             self.review_last]), self.review.widget])
-                      if self.review is not None else w.VBox([]))
-
-        self.user_line = w.HTML(render.user_html(session.principal.username, session.principal.role)
-                                if session is not None else "")
-        self.widget = w.VBox([
-            self.title,
-            self.user_line,
-            w.HTML(model_line),
-            w.HBox([self.upload, self.save]),
-            self.banner,
-            w.HBox([w.VBox([self.score, self.nms]), w.VBox([w.HTML("<b>Classes shown</b>"),
-                                                           w.HBox(list(self.toggles.values()),
-                                                                  layout=layout(flex_flow="row wrap"))])]),
-            self.timing, self.saved, self.warnings,
-            self.images,
-            self.findings,
-            w.HTML("<h3>Recent uploads</h3>"), self.history,
-            review_box,
-            self.admin.widget if self.admin is not None else w.VBox([]),
-            card_box,
-        ], layout=layout(padding="8px"))
-
-        self.upload.observe(self._on_upload, names="value")
-        self.score.observe(self._on_filter, names="value")
-        self.nms.observe(self._on_filter, names="value")
-        for t in self.toggles.values():
-            t.observe(self._on_filter, names="value")
-        self.save.on_click(lambda _b: self.store_current())
-        if startup_error:
-            self.show_error(startup_error, title="Dashboard unavailable", nothing_stored=False)
-            self.upload.disabled = True
-        else:
-            self.refresh_history()
+        if self.review is None:
+            return w.VBox([])
+        return w.VBox([w.HTML("<h3>Review (radiologists)</h3>"),
+                       w.HBox([self.review_pick, self.review_open, self.review_last]), self.review.widget])
 
     # -- construction from settings -------------------------------------------------------------
     @classmethod
