@@ -20,8 +20,8 @@
 # constraints); the local package index that pip.conf names (/opt/wheels, /opt/pypi*) is mounted
 # read-only unless --no-local-index. The demo runs with an empty environment (env -i), not the host's.
 #
-# Prints PASSED or FAILED with the wall times, exits 0 only when `make demo` exited 0, torch is
-# absent from the demo's .venv and the demo's terminal output has no WARN, Traceback or
+# Prints PASSED or FAILED with the wall times, exits 0 only when `make demo` exited 0, torch and
+# torchvision are absent from the demo's .venv and the demo's terminal output has no WARN, Traceback or
 # "unknown parameter". The transcript and the demo's log are kept in var/fresh-machine/.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -196,10 +196,10 @@ cp "$CLONE/var/demo.log" "$OUT/demo.log" 2>/dev/null || true
 problems=()
 [ $rc -eq 0 ] || problems+=("make demo exited $rc")
 if [ -x "$CLONE/.venv/bin/python" ]; then
-  if in_root /root/cxr/.venv/bin/python -c 'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ("torch", "torchvision", "pycocotools")))'; then
+  if in_root /root/cxr/.venv/bin/python -c 'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ("torch", "torchvision")))'; then
     :
   else
-    problems+=("torch, torchvision or pycocotools is installed in the demo's .venv")
+    problems+=("torch or torchvision is installed in the demo's .venv")
   fi
   venv_mb="$(du -sm "$CLONE/.venv" | cut -f1)"
 else

@@ -2,7 +2,7 @@
 # The project's virtualenv with cxr (editable) and the extras asked for, plus the `cxr` Jupyter
 # kernel. Every make target that needs Python goes through here:
 #   bash scripts/venv.sh app,spark                 # make setup / make demo: no torch
-#   bash scripts/venv.sh app,spark,train           # make train-env: + torch, torchvision, pycocotools
+#   bash scripts/venv.sh app,spark,train           # make train-env: + torch, torchvision, onnxscript
 #   bash scripts/venv.sh app,spark,train,dev       # make test: + pytest, Playwright, moto
 # One .venv serves all of them: extras are only ever added. The stamp $VENV/.installed records
 # the extras installed and the hash of pyproject.toml they were installed from, so a demo-only
