@@ -3,7 +3,8 @@
 - :mod:`cxr.backup.transforms`: pure PySpark DataFrame functions (join, types, partition columns,
   checksums). No store is opened there.
 - :mod:`cxr.backup.manifest`: the summary a manifest records and the engine-independent id checksum.
-- :mod:`cxr.backup.spark`: the local SparkSession and the partitioned JDBC reader.
+- :mod:`cxr.backup.spark`: the local SparkSession (the shared :mod:`cxr.stores.spark` builder with the
+  JDBC jars) and the partitioned JDBC reader.
 - :mod:`cxr.backup.steps`: plan, extract, write, verify; :mod:`cxr.backup.purge`: the guarded purge;
   :mod:`cxr.backup.glue`: the same job started on AWS Glue.
 - :mod:`cxr.backup.job`: :func:`~cxr.backup.job.run_backup`, the sequence of those steps.
