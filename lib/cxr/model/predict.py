@@ -54,7 +54,7 @@ class Predictor:
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float, tuple[int, int]]:
         img = check_image(image)
-        boxed, scale = letterbox(img, self.input_size)
+        boxed, scale = letterbox(img, self.input_size, checked=True)
         return boxed[None, None], scale, (int(img.shape[0]), int(img.shape[1]))
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

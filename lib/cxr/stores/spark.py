@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def spark_session(settings: Settings | None = None, *, master: str | None = None
     master = master or s.spark_master
     builder = SparkSession.builder.master(master).appName(app_name)
     if master.startswith("local"):  # one machine: the driver listens on loopback only
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python tasks run in this interpreter's env
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     if jars:
         builder = builder.config("spark.jars", ",".join(jars))
