@@ -33,7 +33,7 @@ from pyspark.sql import SparkSession
 from tqdm import tqdm
 
 from cxr.backfill.report import BackfillReport, write_report
-from cxr.backfill.source import SourceFile, list_source
+from cxr.backfill.source import SourceFile, open_source
 from cxr.backfill.tasks import PartitionResult, TaskSpec, run_partition
 from cxr.config import Settings
 from cxr.dicom.deid import load_key
@@ -118,9 +118,10 @@ def run_backfill(source: str, settings: Settings | None = None, *, stores: Store
     score_thr = settings.score_thr if score_thr is None else score_thr
     nms_thr = settings.nms_thr if nms_thr is None else nms_thr
     run_id = layout.check_name(run_id or f"backfill-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}", "run id")
+    src = open_source(source, settings)  # a bad SOURCE fails before anything else is done
     model_dir = resolve_model_dir(settings.models_dir, settings.model_name, settings.model_version).resolve()
     meta = read_metadata(model_dir)
-    _src, files = list_source(source, settings)
+    files = src.list()
     list_s = time.perf_counter() - t0
     own_session = spark is None
     spark = spark or spark_session(settings, master=master, app_name="cxr-backfill", jdbc=False,

@@ -33,6 +33,7 @@ _MODULES = (
     "cxr.cli.services_cmd",
     "cxr.cli.model_cmd",
     "cxr.cli.ingest_cmd",
+    "cxr.cli.backfill_cmd",
     "cxr.cli.dashboard_cmd",
     "cxr.cli.backup_cmd",
     "cxr.cli.warehouse_cmd",
