@@ -16,13 +16,21 @@ MODELS = REPO / "models"
 
 @pytest.fixture(scope="session")
 def spark():
-    """local[2] without the JDBC jars (the backfill reads no DB through Spark): started once."""
+    """local[2] without the JDBC jars (the backfill reads no DB through Spark): started once.
+
+    Its Python workers inherit the environment the JVM starts with, so the S3 endpoint's test
+    credentials are set first (a real executor has the instance role's).
+    """
     from cxr.config import load_settings
+    from cxr.devtools.services import TEST_AWS
     from cxr.stores.spark import spark_session
 
-    session = spark_session(load_settings(), master="local[2]", app_name="cxr-backfill-tests", jdbc=False)
-    yield session
-    session.stop()
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in TEST_AWS.items():
+            mp.setenv(name, value)
+        session = spark_session(load_settings(), master="local[2]", app_name="cxr-backfill-tests", jdbc=False)
+        yield session
+        session.stop()
 
 
 def j2k_dicom(seed: int, size: int = 192) -> bytes:
