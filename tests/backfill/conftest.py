@@ -3,12 +3,14 @@ PNG) with bad files among them, and the settings that point a backfill at a give
 
 from __future__ import annotations
 
-import io
+import sys
 from pathlib import Path
 
-import pydicom
 import pytest
-from pydicom.uid import JPEG2000Lossless
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from backfill_factory import j2k_dicom  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
@@ -31,17 +33,6 @@ def spark():
         session = spark_session(load_settings(), master="local[2]", app_name="cxr-backfill-tests", jdbc=False)
         yield session
         session.stop()
-
-
-def j2k_dicom(seed: int, size: int = 192) -> bytes:
-    """A phantom DICOM (fake patient tags) with JPEG 2000 lossless pixel data."""
-    from cxr.model.phantoms import dicom_bytes, generate_phantom
-
-    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(generate_phantom(seed, size))))
-    ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
 
 
 @pytest.fixture

@@ -117,3 +117,60 @@ def test_the_glue_entry_script_runs_on_plain_pyspark(spark, export, tmp_path, ma
     assert report.run_id == "backfill-glue-1" and report.result.stored == n_good
     assert len(report.result.refused) == len(bad)
     assert s3_lake.exists(layout.backfill_record_key("backfill-glue-1"))
+
+
+def test_the_cli_backfills_reports_refusals_and_lists_runs(export, run_cxr):
+    root, n_good, bad = export(3)
+    env = {"CXR_MODELS_DIR": str(GLUE_DIR.parent / "models")}
+    assert run_cxr("db", "upgrade", env=env).returncode == 0
+    res = run_cxr("backfill", str(root), "--master", "local[1]", "--files-per-task", "2", "--json", env=env, timeout=300)
+    assert res.returncode == 3, res.stderr  # files were refused: exit 3, after the run finished
+    record = json.loads(res.stdout)
+    assert (record["stored"], record["refused"], record["files"]) == (n_good, len(bad), n_good + len(bad))
+    assert record["master"] == "local[1]" and record["partitions"] == 3 and "Traceback" not in res.stderr
+    again = run_cxr("backfill", str(root), "--master", "local[1]", env=env, timeout=300)
+    assert again.returncode == 3 and f"skipped {n_good} already stored" in again.stdout
+    assert sum(1 for line in again.stderr.splitlines() if line.startswith("cxr: refused ")) == len(bad)
+    runs = run_cxr("backfill", "--runs", env=env)
+    assert runs.returncode == 0 and record["run_id"] in runs.stdout and len(runs.stdout.strip().splitlines()) == 2
+
+
+def test_a_killed_cli_backfill_is_finished_by_the_next_run_without_duplicates(tmp_path, run_cxr):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from backfill_factory import j2k_dicom
+
+    from cxr.stores import db
+
+    root = tmp_path / "export"
+    root.mkdir()
+    n = 40
+    for i in range(n):
+        (root / f"cr{i:03d}.dcm").write_bytes(j2k_dicom(5000 + i, 384))
+    env = {**os.environ, "CXR_MODELS_DIR": str(GLUE_DIR.parent / "models")}
+    assert run_cxr("db", "upgrade", env=env).returncode == 0
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'var' / 'cxr.db'}")
+    proc = subprocess.Popen([sys.executable, "-m", "cxr", "backfill", str(root), "--master", "local[1]",
+                             "--files-per-task", "1"], env=env, cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while _counts(engine)[0] < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers, mid-run
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    killed_at = _counts(engine)[0]
+    assert 3 <= killed_at < n, "the run should be killed while it works"
+    res = run_cxr("backfill", str(root), "--master", "local[1]", "--json", env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    record = json.loads(res.stdout)
+    assert record["skipped"] >= killed_at and record["skipped"] + record["stored"] == n
+    assert _counts(engine) == (n, n, n)
+    engine.dispose()

@@ -8,8 +8,8 @@ On ``local[N]`` here; on AWS the same :func:`run_backfill` runs inside a Glue jo
 - **Tasks**: ``parallelize(files, n).mapPartitions(...)``: :func:`cxr.backfill.tasks.run_partition`
   opens its stores, source and predictor once per task (the ONNX session is cached per Python
   worker, which Spark reuses), and skips files already stored (``image.upload_key``).
-- **Threads**: each task gets its share of the executor's cores for the JPEG 2000 decode and ONNX
-  Runtime (``local[2]`` on 2 cores: one each), so N tasks never fight over the cores.
+- **Threads**: each task gets its share of the cores for the JPEG 2000 decode and ONNX Runtime
+  (``local[2]`` on 2 cores: one each; on a cluster ``spark.task.cpus``), so tasks never fight over cores.
 - **Key**: the de-identification key is resolved once on the driver (``CXR_DEID_KEY`` or the key
   file) and handed to every task, so every executor maps UIDs and hashes uploads the same way.
 - **Progress**: files done out of total and the rate, from an accumulator that each finished task
@@ -130,8 +130,10 @@ def run_backfill(source: str, settings: Settings | None = None, *, stores: Store
     try:
         sc = spark.sparkContext
         local = sc.master.startswith("local")
-        plan = plan_tasks(len(files), files_per_task, sc.defaultParallelism,
-                          cpu_count() if local else int(sc.getConf().get("spark.executor.cores", "1")))
+        # a local master shares this machine's cores among its task slots; a cluster gives each task spark.task.cpus
+        task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
+        plan = plan_tasks(len(files), files_per_task, sc.defaultParallelism if local else 1,
+                          cpu_count() if local else task_cpus)
         if not local:  # executors on other hosts: ship the model folder with the job
             sc.addFile(str(model_dir), recursive=True)
         spec = task_spec(source, settings, run_id=run_id, score_thr=score_thr, nms_thr=nms_thr, model_dir=model_dir,
