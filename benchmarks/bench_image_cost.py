@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -124,14 +125,14 @@ def run_variant(name: str, lib: Path, files: list[Path], work: Path, env: dict[s
                 rnd: int) -> list[dict]:
     data_dir = work / f"{name}-{rnd}"
     out = data_dir / "rows.json"
+    shutil.rmtree(data_dir, ignore_errors=True)  # a rerun with the same --work starts clean
     data_dir.mkdir(parents=True)
     cmd = [sys.executable, __file__, "--worker", "--out", str(out), *(["--threads", str(threads)] if threads else []),
            *map(str, files)]
     full = {**os.environ, **env, "PYTHONPATH": str(lib), "CXR_DATA_DIR": str(data_dir)}
     subprocess.run(cmd, check=True, env=full, cwd=REPO)
     rows = json.loads(out.read_text())
-    for p in data_dir.glob("lake"):  # keep the disk small: the stored objects are not needed
-        subprocess.run(["rm", "-rf", str(p)], check=False)
+    shutil.rmtree(data_dir / "lake", ignore_errors=True)  # keep the disk small: the stored objects are not needed
     return rows
 
 
