@@ -8,7 +8,8 @@ distinct). Each command runs in its own process against a fresh MariaDB database
 ``cxr services up``) and a fresh local-directory lake, one after the other:
 
 1. ``cxr ingest DIR`` (one process; the JPEG 2000 decode uses every core);
-2. ``cxr backfill DIR --master local[1]``;
+2. ``cxr backfill DIR --master local[1]``, pinned to one CPU (``taskset -c 0``: one core, and so
+   one decode thread; unpinned, its single task would decode with both cores);
 3. ``cxr backfill DIR --master local[2]`` (each task: one decode and one ONNX Runtime thread);
 4. the same backfill again on the same DB and lake: it must store nothing and cost <= 10% of 3.
 
@@ -146,11 +147,13 @@ def counts(db_url: str) -> dict[str, int]:
     return out
 
 
-def run(label: str, args: list[str], env: dict[str, str], n: int) -> dict:
-    """One cxr command in its own process, timed, with the load average sampled."""
+def run(label: str, args: list[str], env: dict[str, str], n: int, cpus: str | None = None) -> dict:
+    """One cxr command in its own process (pinned to ``cpus`` with taskset), timed, with the load sampled."""
+    pin = ["taskset", "-c", cpus] if cpus else []
     with LoadSampler() as load:
         t = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "cxr", *args], env=env, cwd=REPO, capture_output=True, text=True)
+        res = subprocess.run([*pin, sys.executable, "-m", "cxr", *args], env=env, cwd=REPO, capture_output=True,
+                             text=True)
         wall = time.perf_counter() - t
     if res.returncode not in (0, 3):
         raise SystemExit(f"{label} failed ({res.returncode}):\n{res.stderr[-3000:]}")
@@ -178,6 +181,10 @@ def main() -> None:
     ap.add_argument("--ingest-one-thread", action="store_true", help="also run cxr ingest with one decode thread "
                     "(the single-core ingest the backfill's goals were set against)")
     ap.add_argument("--keep-files", action="store_true", help="keep the DICOM folder for the next run")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin local[1] and the one-thread ingest to one "
+                    "CPU (taskset -c 0); unpinned, local[1]'s one task decodes with every core")
+    ap.add_argument("--only", nargs="*", default=None, choices=["ingest", "ingest1", "local1", "local2"],
+                    help="run only these")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/out/bench_backfill.json")
     a = ap.parse_args()
     from cxr.devtools import services as svc
@@ -193,22 +200,22 @@ def main() -> None:
     results = {"images": n, "distinct_pixel_sets": min(a.distinct, n), "size": a.size, "export_gb": round(size_gb, 2),
                "cores": os.cpu_count(), "runs": []}
     plan = [("cxr ingest (one process)", ["ingest", str(export), "--json", "--no-progress"], "ingest")]
-    if a.ingest_one_thread:
-        plan.append(("cxr ingest (one process, CXR_DECODE_THREADS=1)", ["ingest", str(export), "--json",
+    if a.ingest_one_thread or (a.only is not None and "ingest1" in a.only):
+        plan.append(("cxr ingest (one process, one core)", ["ingest", str(export), "--json",
                                                                          "--no-progress"], "ingest1"))
     plan += [
-            ("cxr backfill local[1]", ["backfill", str(export), "--master", "local[1]", "--json", "--no-progress",
+            ("cxr backfill local[1] (one core)", ["backfill", str(export), "--master", "local[1]", "--json", "--no-progress",
                                        "--files-per-task", str(a.files_per_task)], "local1"),
             ("cxr backfill local[2]", ["backfill", str(export), "--master", "local[2]", "--json", "--no-progress",
                                        "--files-per-task", str(a.files_per_task)], "local2")]
     for label, args, key in plan:
-        if key in a.skip:
+        if key in a.skip or (a.only is not None and key not in a.only):
             continue
         db_url = fresh_database(env_services["CXR_DB_URL"])
         lake = a.work / f"lake-{key}"
         env = {**base, "CXR_DB_URL": db_url, "CXR_LAKE_URL": lake.resolve().as_uri(),
                **({"CXR_DECODE_THREADS": "1"} if key == "ingest1" else {})}
-        r = run(label, args, env, n)
+        r = run(label, args, env, n, cpus="0" if key in ("local1", "ingest1") and not a.no_pin else None)
         r["counts"] = counts(db_url)
         results["runs"].append(r)
         if key == "local2":  # the same backfill again: nothing to store
@@ -219,8 +226,8 @@ def main() -> None:
         drop_database(db_url)
         shutil.rmtree(lake, ignore_errors=True)
     by = {r["label"]: r for r in results["runs"]}
-    l1, l2 = by.get("cxr backfill local[1]"), by.get("cxr backfill local[2]")
-    ing, ing1 = by.get("cxr ingest (one process)"), by.get("cxr ingest (one process, CXR_DECODE_THREADS=1)")
+    l1, l2 = by.get("cxr backfill local[1] (one core)"), by.get("cxr backfill local[2]")
+    ing, ing1 = by.get("cxr ingest (one process)"), by.get("cxr ingest (one process, one core)")
     if l1 and l2:
         results["scaling_local1_to_local2"] = round(l1["wall_s"] / l2["wall_s"], 3)
     if ing and l2:
