@@ -18,9 +18,9 @@ MODELS = REPO / "models"
 
 @pytest.fixture(scope="session")
 def spark():
-    """local[2] without the JDBC jars (the backfill reads no DB through Spark): started once.
-
-    Its Python workers inherit the environment the JVM starts with, so the S3 endpoint's test
+    """local[2], started once. A process has one SparkSession (``getOrCreate``), and the backup's tests
+    reuse whichever was started first, so it carries the JDBC jars the backup needs (the backfill does
+    not). Its Python workers inherit the environment the JVM starts with, so the S3 endpoint's test
     credentials are set first (a real executor has the instance role's).
     """
     from cxr.config import load_settings
@@ -30,7 +30,8 @@ def spark():
     with pytest.MonkeyPatch.context() as mp:
         for name, value in TEST_AWS.items():
             mp.setenv(name, value)
-        session = spark_session(load_settings(), master="local[2]", app_name="cxr-backfill-tests", jdbc=False)
+        session = spark_session(load_settings(), master="local[2]", app_name="cxr-tests", jdbc=True)
+        session.sparkContext.environment.update(TEST_AWS)  # also when another area's fixture made the session
         yield session
         session.stop()
 
