@@ -40,6 +40,10 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--map-n", type=int, default=100, help="held-out phantoms per mAP check (0: skip)")
+    ap.add_argument("--static-dir", type=Path, default=Path("models/cxr-demo/1.1.0"),
+                    help="a statically quantized (int8 QDQ) registry version to compare; '' to skip")
+    ap.add_argument("--skip-slow", action="store_true", help="leave out the variants measured slower before "
+                    "(opt=basic/disable, dynamic quantization)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/bench_inference.json"))
     args = ap.parse_args()
 
@@ -56,15 +60,15 @@ def main() -> None:
     s = get_settings()
     model_dir = args.model_dir or resolve_model_dir(s.models_dir, s.model_name, s.model_version)
     meta = read_metadata(model_dir)
-    classes = tuple(meta["classes"])
-    net = build_retinanet(meta["arch"], len(classes)).eval()
-    pt = model_dir / (meta.get("torch") or {}).get("file", "model.pt")
+    classes = tuple(meta.classes)
+    net = build_retinanet(meta.arch, len(classes)).eval()
+    pt = model_dir / (meta.torch.file if meta.torch is not None else "model.pt")
     trained_torch = pt.is_file()
     if trained_torch:
         net.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))
     work = Path(tempfile.mkdtemp(prefix="cxr-bench-"))
     # variants need the fp32 graph: export it from the torch weights (same weights as the torch baseline)
-    fp32 = export_onnx(RawRetinaNet(net), int(meta["arch"]["input_size"]), work / "model.fp32.onnx")
+    fp32 = export_onnx(RawRetinaNet(net), int(meta.arch.input_size), work / "model.fp32.onnx")
     int8 = compress_weights(fp32, work / "model.int8.onnx", "int8")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -75,14 +79,14 @@ def main() -> None:
         print(f"dynamic quantization failed: {exc}")
         dyn = None
 
-    def onnx_pred(file: Path, threads: int, level: str = "all") -> OnnxPredictor:
-        d = work / f"{file.stem}-{threads}-{level}"
+    def onnx_pred(file: Path, threads: int, level: str = "all", config: dict | None = None) -> OnnxPredictor:
+        d = work / f"{file.stem}-{threads}-{level}-{len(config or {})}"
         d.mkdir(exist_ok=True)
         (d / "model.onnx").write_bytes(file.read_bytes())
-        return OnnxPredictor(d, meta, threads=threads, opt_level=level, onnx_file="model.onnx")
+        return OnnxPredictor(d, meta, threads=threads, opt_level=level, onnx_file="model.onnx", session_config=config)
 
     images = {sz: generate_phantom(EVAL_SEED_BASE + 7, sz, classes).as_float() for sz in args.sizes}
-    results = {"model": f"{meta['name']} {meta['version']}", "input_size": meta["input"]["size"],
+    results = {"model": f"{meta.name} {meta.version}", "input_size": meta.input.size,
                "torch_weights": "trained" if trained_torch else "random (no model.pt; latency only)",
                "repeats": args.repeats, "latency_ms": {}, "map50": {}}
 
@@ -95,13 +99,23 @@ def main() -> None:
                 net([x])
         return run
 
-    variants = [("ort fp32 opt=all", fp32, "all"), ("ort fp32 opt=basic", fp32, "basic"),
-                ("ort fp32 opt=disable", fp32, "disable"), ("ort int8-weights opt=all", int8, "all")]
-    if dyn is not None:
-        variants.append(("ort dynamic-quant opt=all", dyn, "all"))
+    no_spin = {"session.intra_op.allow_spinning": "0"}
+    variants = [("ort fp32 opt=all", fp32, "all", None), ("ort int8-weights opt=all", int8, "all", None)]
+    if not args.skip_slow:
+        variants += [("ort fp32 opt=basic", fp32, "basic", None), ("ort fp32 opt=disable", fp32, "disable", None)]
+    if dyn is not None and not args.skip_slow:
+        variants.append(("ort dynamic-quant opt=all", dyn, "all", None))
+    variants.append(("ort fp32 opt=all, no spinning", fp32, "all", no_spin))
+    variants.append((f"ort {meta.version} as served ({meta.onnx.weights}-stored, expanded)", model_dir / meta.onnx.file,
+                     "all", None))
+    if args.static_dir and (args.static_dir / "model.onnx").is_file():
+        static = args.static_dir / "model.onnx"
+        variants += [("ort static int8 QDQ opt=all", static, "all", None),
+                     ("ort static int8 QDQ opt=all, no spinning", static, "all", no_spin),
+                     ("ort static int8 QDQ opt=extended", static, "extended", None)]
     lat = results["latency_ms"]
     for threads in args.threads:
-        preds = {name: onnx_pred(f, threads, lvl) for name, f, lvl in variants}
+        preds = {name: onnx_pred(f, threads, lvl, cfg) for name, f, lvl, cfg in variants}
         for sz, img in images.items():
             key = f"{sz}px/{threads}t"
             lat[key] = {"torch eager (torchvision RetinaNet)": median_ms(torch_fn(img, threads), args.repeats)}
@@ -128,8 +142,8 @@ def main() -> None:
                               [classes[i] for i in o["labels"].numpy()])
 
         results["map50"]["torch eager (torchvision postprocess, score>0.05)"] = m50(torch_predict)
-        for name, f, lvl in variants:
-            p = onnx_pred(f, args.threads[-1], lvl)
+        for name, f, lvl, cfg in variants:
+            p = onnx_pred(f, args.threads[-1], lvl, cfg)
             results["map50"][name] = m50(lambda img, p=p: p.predict(img, score_thr=0.05))
         results["map50"]["torch backend (same weights, numpy postprocess)"] = m50(
             lambda img, p=TorchPredictor(model_dir, meta, module=RawRetinaNet(net).eval()): p.predict(img, score_thr=0.05))

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     # -- ingest guards ----------------------------------------------------------------
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest accepted upload.")
     max_pixels: int = Field(8192 * 8192, ge=1, description="Largest accepted width*height (decompression-bomb guard).")
+    decode_threads: int = Field(0, ge=0, le=256, description="Threads one JPEG 2000 decode may use; 0 means every core (a backfill task gets its share).")
     deid_key: SecretStr | None = Field(None, description="HMAC key for DICOM UID/date pseudonyms (a secret); empty means a random key kept in <data_dir>/secrets/deid.key.")
 
     # -- backup ETL (stage 3) -----------------------------------------------------------

@@ -3,7 +3,8 @@
 - :mod:`cxr.backup.transforms`: pure PySpark DataFrame functions (join, types, partition columns,
   checksums). No store is opened there.
 - :mod:`cxr.backup.manifest`: the summary a manifest records and the engine-independent id checksum.
-- :mod:`cxr.backup.spark`: the local SparkSession and the partitioned JDBC reader.
+- :mod:`cxr.backup.spark`: the local SparkSession (the shared :mod:`cxr.stores.spark` builder with the
+  JDBC jars) and the partitioned JDBC reader.
 - :mod:`cxr.backup.steps`: plan, extract, write, verify; :mod:`cxr.backup.tables`: the reviews and
   audit events beside each run; :mod:`cxr.backup.purge`: the guarded purge;
   :mod:`cxr.backup.glue`: the same job started on AWS Glue.

@@ -1,4 +1,5 @@
-"""Spark for the backup: the local SparkSession, and partitioned JDBC reads of the DB's tables.
+"""Spark for the backup: its local SparkSession (the shared builder of :mod:`cxr.stores.spark` with the
+JDBC jars), and partitioned JDBC reads of the DB's tables.
 
 On AWS Glue the Glue script (``glue/backup_job.py``) builds its own session and reader from
 the Glue connection instead; everything after the read is the same code.
@@ -6,9 +7,6 @@ the Glue connection instead; everything after the read is the same code.
 
 from __future__ import annotations
 
-import os
-import shutil
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,15 +16,13 @@ from sqlalchemy import Table
 from sqlalchemy.engine import make_url
 
 from cxr.backup.transforms import jdbc_custom_schema
-from cxr.config import Settings, get_settings
+from cxr.config import Settings
 from cxr.errors import ConfigError
+from cxr.stores.spark import spark_session as shared_spark_session
 
 #: reader(table, id_column, lower, upper, num_partitions) -> DataFrame with the table's columns
 #: (any types; the transforms normalize them) and rows with id_column in [lower, upper].
 TableReader = Callable[[Table, str, int, int, int], DataFrame]
-
-#: log4j2 configuration that keeps Spark's own WARN/INFO lines off the console (errors still show).
-LOG4J2_PROPERTIES = Path(__file__).with_name("log4j2.properties")
 
 
 def jdbc_options(db_url: str) -> tuple[str, dict[str, str]]:
@@ -51,46 +47,10 @@ def jdbc_options(db_url: str) -> tuple[str, dict[str, str]]:
     raise ConfigError(f"the backup cannot read a {backend!r} database", setting="CXR_DB_URL")
 
 
-def _check_java() -> None:
-    """Spark needs a Java 17+ runtime from the system (JAVA_HOME or `java` on the PATH)."""
-    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
-        raise ConfigError("no Java found for Spark: install a Java 17 runtime "
-                          "(Debian: apt-get install default-jre-headless) or set JAVA_HOME")
-
-
 def spark_session(settings: Settings | None = None, *, master: str | None = None,
                   app_name: str = "cxr-backup") -> SparkSession:
-    """The local SparkSession (``getOrCreate``: one per process) with the JDBC jars and UTC times."""
-    s = settings or get_settings()
-    jars = [j.strip() for j in s.jdbc_jars.split(",") if j.strip()]
-    missing = [j for j in jars if not Path(j).is_file()]
-    if missing:
-        raise ConfigError(f"JDBC driver jar not found: {missing[0]} (Debian: libmariadb-java, libxerial-sqlite-jdbc-java)",
-                          setting="CXR_JDBC_JARS")
-    _check_java()
-    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
-    log_conf = f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()}"
-    master = master or s.spark_master
-    builder = SparkSession.builder.master(master).appName(app_name)
-    if master.startswith("local"):  # one machine: the driver listens on loopback only
-        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-    spark = (
-        builder
-        .config("spark.jars", ",".join(jars))
-        .config("spark.driver.extraJavaOptions", log_conf)
-        .config("spark.executor.extraJavaOptions", log_conf)
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-        .config("spark.hadoop.parquet.block.size", str(1024 * 1024))  # ~1 MB row groups: fine-grained pruning
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    """The backup's local SparkSession: the shared builder (:mod:`cxr.stores.spark`) with the JDBC jars."""
+    return shared_spark_session(settings, master=master, app_name=app_name, jdbc=True)
 
 
 def jdbc_reader(spark: SparkSession, db_url: str) -> TableReader:

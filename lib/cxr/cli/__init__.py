@@ -34,6 +34,7 @@ _MODULES = (
     "cxr.cli.model_cmd",
     "cxr.cli.ingest_cmd",
     "cxr.cli.dicom_cmd",
+    "cxr.cli.backfill_cmd",
     "cxr.cli.dashboard_cmd",
     "cxr.cli.users_cmd",
     "cxr.cli.review_cmd",

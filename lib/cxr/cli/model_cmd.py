@@ -156,6 +156,40 @@ def export_cmd(
     typer.echo(f"{final}: {weights} weights, {final.stat().st_size / 1e6:.1f} MB (re-run `cxr model eval` to check mAP)")
 
 
+@model.command("quantize")
+def quantize_cmd(
+    version: str = typer.Option(..., "--version", help="The new registry version, e.g. 1.1.0.", show_default=False),
+    model_dir: Optional[Path] = typer.Option(None, help="The source model folder (default: the registry's "
+                                             "CXR_MODEL_NAME/VERSION); it stays as it is."),
+    calib_n: int = typer.Option(64, "--calib-n", min=8, help="Calibration phantoms (seeds apart from training and "
+                                "evaluation)."),
+    eval_n: int = typer.Option(200, "--eval-n", min=0, help="Held-out phantoms to evaluate the new version on "
+                               "(0: keep the source's metrics)."),
+    drift_n: int = typer.Option(200, "--drift-n", min=0, help="Held-out phantoms for the new version's drift "
+                                "reference (as `cxr model drift-reference`; 0: none)."),
+) -> None:
+    """Static int8 quantization (QDQ, calibrated on phantoms) of a model, written as a new registry version
+    with its own metrics and drift reference."""
+    from cxr.model.evaluate import evaluate_phantoms
+    from cxr.model.metadata import ModelMetadata
+    from cxr.model.predict import OnnxPredictor
+    from cxr.model.quantize import quantize_model
+    from cxr.model.registry import read_metadata, resolve_model_dir
+
+    s = _settings()
+    src = model_dir or resolve_model_dir(s.models_dir, s.model_name, s.model_version)
+
+    def evaluate(onnx_path: Path, meta: ModelMetadata) -> dict:
+        return evaluate_phantoms(OnnxPredictor(onnx_path.parent, meta, onnx_file=onnx_path.name), n=eval_n)
+
+    out = quantize_model(src, version, calib_n=calib_n, evaluate=evaluate if eval_n else None)
+    new, old = read_metadata(out), read_metadata(src)
+    typer.echo(f"{out}: static int8 (QDQ), {new.onnx.bytes / 1e6:.1f} MB; mAP@0.5 {new.metrics.get('map50', float('nan')):.4f} "
+               f"(source {old.version}: {old.metrics.get('map50', float('nan')):.4f})")
+    if drift_n:
+        _write_drift_reference(out, drift_n, 512)
+
+
 @model.command("list")
 def list_cmd() -> None:
     """Models in the registry (CXR_MODELS_DIR) with classes, weights and mAP."""
@@ -199,13 +233,19 @@ def drift_reference_cmd(
     Deterministic (the evaluation seeds, the ONNX model, no training): what `cxr model train` stores
     for a new model, for a model made before it did. The model monitor compares live data with it.
     """
+    from cxr.model.registry import resolve_model_dir
+
+    s = _settings()
+    _write_drift_reference(model_dir or resolve_model_dir(s.models_dir, s.model_name, s.model_version), n, size)
+
+
+def _write_drift_reference(d: Path, n: int, size: int) -> None:
+    """The drift reference of the model in ``d`` from ``n`` held-out phantoms, into its metadata.json."""
     from cxr.model.drift import phantom_arrays, reference_for, write_reference
     from cxr.model.evaluate import EVAL_SEED_BASE
     from cxr.model.predict import OnnxPredictor
-    from cxr.model.registry import read_metadata, resolve_model_dir
+    from cxr.model.registry import read_metadata
 
-    s = _settings()
-    d = model_dir or resolve_model_dir(s.models_dir, s.model_name, s.model_version)
     meta = read_metadata(d)
     ref = reference_for(OnnxPredictor(d, meta), phantom_arrays(n, size, meta.classes, EVAL_SEED_BASE),
                         f"{n} held-out synthetic phantoms ({size} px, seeds from {EVAL_SEED_BASE})", total=n)

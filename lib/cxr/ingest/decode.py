@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from PIL import Image
 from pydicom.dataset import Dataset
 
 from cxr.config import Settings
 from cxr.dicom.deid import deidentify, keyed_hash, load_key, provenance_keys
 from cxr.errors import InputError
 from cxr.ingest import names, validate, views
+from cxr.model.codecs import encode_png_grey
 from cxr.model.drift import intensity_stats
 from cxr.model.pixels import decode_raster, dicom_to_array, parse_dicom, quiet_pydicom, to_uint8
 from cxr.stores import layout
@@ -104,7 +104,8 @@ def _decode_dicom(ds: Dataset, settings: Settings, key: bytes, *, name: str, ori
     from the identified header, then pixels and de-identified bytes (:func:`decode_dataset`)."""
     keys = provenance_keys(ds, key)
     view_position, view_code = views.view_attributes(ds)
-    array, stored, dicom_notes, identifiers = decode_dataset(ds, settings.max_pixels, key)
+    array, stored, dicom_notes, identifiers = decode_dataset(ds, settings.max_pixels, key,
+                                                             threads=settings.decode_threads)
     height, width = array.shape
     mean, std = intensity_stats(array)
     return DecodedUpload(
@@ -116,10 +117,8 @@ def _decode_dicom(ds: Dataset, settings: Settings, key: bytes, *, name: str, ori
 
 
 def rendition(array: np.ndarray) -> bytes:
-    """An 8-bit greyscale PNG of a [0, 1] array."""
-    buf = io.BytesIO()
-    Image.fromarray(to_uint8(array), "L").save(buf, format="PNG", compress_level=3)
-    return buf.getvalue()
+    """An 8-bit greyscale PNG of a [0, 1] array (the fast lossless encoder of :mod:`cxr.model.codecs`)."""
+    return encode_png_grey(to_uint8(array))
 
 
 # -- DICOM ---------------------------------------------------------------------------------------
@@ -135,14 +134,16 @@ def view_notes(ds: Dataset) -> list[str]:
     return notes
 
 
-def decode_dataset(ds: Dataset, max_pixels: int, key: bytes) -> tuple[np.ndarray, bytes, list[str], frozenset[str]]:
+def decode_dataset(ds: Dataset, max_pixels: int, key: bytes, *,
+                   threads: int = 1) -> tuple[np.ndarray, bytes, list[str], frozenset[str]]:
     """An identified DICOM dataset (in memory) -> ([0, 1] array, de-identified file bytes, warnings,
-    the header's identifier tokens). ``ds`` is de-identified in place.
+    the header's identifier tokens). ``ds`` is de-identified in place. ``threads``: for a JPEG 2000
+    decode (0: every core).
 
     The identifier tokens (for masking the file name) stay in memory; nothing else leaves
     this function identified.
     """
-    array = dicom_to_array(ds, max_pixels)
+    array = dicom_to_array(ds, max_pixels, threads=threads)
     identifiers = names.header_identifiers(ds)
     notes = view_notes(ds) + deidentify(ds, key)
     buf = io.BytesIO()

@@ -257,6 +257,17 @@ def read_upload(path: Path, settings: Settings) -> tuple[str, bytes]:
         raise InputError(f"cannot read: {exc.strerror}") from None
 
 
+def stored_image_id(engine: Engine, upload_key: str) -> int | None:
+    """The ``image_id`` stored for an upload with this keyed hash of its bytes as uploaded, else None.
+
+    The image row and its transaction are written in one DB transaction, so a row found here has
+    its prediction: a backfill that finds one skips the file without decoding it.
+    """
+    with engine.connect() as conn:
+        found = conn.execute(select(image.c.image_id).where(image.c.upload_key == upload_key).limit(1)).scalar()
+    return int(found) if found is not None else None
+
+
 @dataclass
 class Detected:
     """A decoded upload after the detector: its raw output and detections, or why the model did not run."""

@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cxr.model.drift import DriftReference
 
-WeightStorage = Literal["fp32", "fp16", "int8"]
+#: how model.onnx stores its weights: fp32; fp16 or int8 weight-only (expanded to fp32 at load); int8-static =
+#: statically quantized QDQ graph (int8 weights and activations, run as int8 kernels; cxr.model.quantize)
+WeightStorage = Literal["fp32", "fp16", "int8", "int8-static"]
 Backbone = Literal["resnet18", "resnet50_v2"]
 
 

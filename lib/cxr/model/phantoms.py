@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
 from cxr.errors import InputError
 from cxr.model.classes import SEED_CLASSES, resolve_classes
@@ -372,8 +372,13 @@ def _uid(seed: int, kind: str) -> str:
 
 
 def dicom_bytes(phantom: Phantom, *, photometric: str = "MONOCHROME2", bits: int = 16,
-                patient: dict[str, str] | None = None) -> bytes:
-    """The phantom as a DICOM (Digital X-Ray, explicit VR little endian) with FAKE patient tags."""
+                patient: dict[str, str] | None = None, bits_stored: int | None = None,
+                jpeg2000: bool = False) -> bytes:
+    """The phantom as a DICOM (Digital X-Ray, explicit VR little endian) with FAKE patient tags.
+
+    ``bits_stored`` < ``bits`` keeps the top bits (a 12-bit CR: ``bits_stored=12``); ``jpeg2000``
+    compresses the pixels losslessly (JPEG 2000 Lossless, pylibjpeg-openjpeg), as PACS exports often are.
+    """
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise InputError(f"photometric must be MONOCHROME1 or MONOCHROME2, got {photometric!r}")
     if bits not in (8, 16):
@@ -414,17 +419,25 @@ def dicom_bytes(phantom: Phantom, *, photometric: str = "MONOCHROME2", bits: int
     else:
         arr = (phantom.image >> 8).astype(np.uint8)
         maxval = 255
+    stored = bits if bits_stored is None else int(bits_stored)
+    if not 1 <= stored <= bits:
+        raise InputError(f"bits_stored must be between 1 and {bits}, got {stored}")
+    if stored < bits:
+        arr = (arr >> (bits - stored)).astype(arr.dtype)
+        maxval = 2**stored - 1
     if photometric == "MONOCHROME1":  # bright = low value: store inverted so it displays the same
         arr = (maxval - arr).astype(arr.dtype)
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = arr.shape
     ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
+    ds.BitsStored = stored
+    ds.HighBit = stored - 1
     ds.PixelRepresentation = 0
     ds.PixelSpacing = [0.14 * 512 / arr.shape[0]] * 2
     ds.PixelData = arr.tobytes()
+    if jpeg2000:
+        ds.compress(JPEG2000Lossless, arr, encoding_plugin="pylibjpeg")
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()

@@ -6,7 +6,11 @@ pixels when it is trained as when it is served.
 
 - DICOM: the modality LUT (rescale slope/intercept or a LUT), then the VOI LUT or window,
   then MONOCHROME1 inversion (:func:`dicom_to_array`). Compressed transfer syntaxes decode
-  through pydicom's pixel handlers (pylibjpeg: JPEG, JPEG-LS, JPEG 2000, RLE).
+  through pydicom's pixel handlers (pylibjpeg: JPEG, JPEG-LS, RLE; JPEG 2000 through the
+  multi-threaded imagecodecs plugin of :mod:`cxr.model.codecs` when it is installed). For 8- and
+  16-bit stored values the display mapping is computed once per possible value and looked up
+  (:func:`_display_lut`): the same float64 arithmetic, so the same float32 pixels, without
+  converting every pixel through float64.
 - PNG / JPEG (:func:`raster_to_array`): 8- and 16-bit greyscale as they are. Colour
   *encodings* of a greyscale image (palette, RGB/RGBA with equal channels, CMYK, YCbCr...)
   are converted to luminance with a note saying so; a real colour picture (channels that
@@ -30,9 +34,11 @@ import pydicom.uid
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels.decoders.base import get_decoder
 
 from cxr.errors import InputError
+from cxr.model import codecs
 
 MIN_SIDE = 16  # smaller than this is no radiograph (and breaks the detector's resize)
 
@@ -215,11 +221,14 @@ def parse_dicom(data: bytes) -> Dataset:
             raise InputError(f"unreadable DICOM file ({type(exc).__name__})") from None
 
 
-def dicom_to_array(ds: Dataset, max_pixels: int = 2**31) -> np.ndarray:
-    """A single-frame greyscale DICOM's display pixels as [0, 1] float32 (0 = black)."""
+def dicom_to_array(ds: Dataset, max_pixels: int = 2**31, *, threads: int = 1) -> np.ndarray:
+    """A single-frame greyscale DICOM's display pixels as [0, 1] float32 (0 = black).
+
+    ``threads``: how many threads one JPEG 2000 decode may use (0: every core of this process).
+    """
     with quiet_pydicom():
         try:
-            return _dicom_pixels(ds, max_pixels)
+            return _dicom_pixels(ds, max_pixels, threads)
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - decoder plugins raise many types
@@ -250,18 +259,61 @@ def _check_greyscale_frame(ds: Dataset, max_pixels: int) -> tuple[int, int, int]
     return rows, cols, bits
 
 
-def _dicom_pixels(ds: Dataset, max_pixels: int) -> np.ndarray:
+def decode_stored(ds: Dataset, threads: int = 1) -> np.ndarray:
+    """The stored values of a single-frame image (pydicom's ``pixel_array``), by the fastest correct decoder."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    options = codecs.decoding_options(ts, threads) if ts is not None else {}
+    if not options:
+        return ds.pixel_array
+    arr, _meta = get_decoder(ts).as_array(ds, **options)
+    return arr
+
+
+def _dicom_pixels(ds: Dataset, max_pixels: int, threads: int = 1) -> np.ndarray:
     rows, cols, bits = _check_greyscale_frame(ds, max_pixels)
-    raw = ds.pixel_array
+    raw = decode_stored(ds, threads)
     if raw.shape != (rows, cols):
         raise InputError(f"DICOM pixel data has shape {raw.shape}, expected {(rows, cols)}")
-    has_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
+    if raw.dtype.kind in "ui" and raw.dtype.itemsize <= 2:
+        lut, index = _display_lut(ds, raw, bits)
+        return np.ascontiguousarray(lut[index])
+    return _display(raw, ds, bits)
+
+
+def _display_lut(ds: Dataset, raw: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lut, index): ``lut[index]`` equals :func:`_display` of ``raw``, value for value.
+
+    ``lut`` holds :func:`_display` of every value the dtype can hold (256 or 65,536), ``index`` is
+    ``raw`` as positions in it. The one data-dependent step (the min/max of the rescaled values
+    when there is no VOI) is taken over the values present in ``raw``.
+    """
+    info = np.iinfo(raw.dtype)
+    domain = np.arange(info.min, info.max + 1, dtype=raw.dtype)
+    if info.min < 0:  # two's complement: the unsigned view with the sign bit flipped is value - min
+        unsigned = raw.view(np.dtype(f"u{raw.dtype.itemsize}"))
+        index = unsigned ^ unsigned.dtype.type(1 << (8 * raw.dtype.itemsize - 1))
+    else:
+        index = raw
+    present = None
+    if not ("VOILUTSequence" in ds or "WindowCenter" in ds) and _has_rescale(ds):
+        present = np.bincount(index.ravel(), minlength=domain.size) > 0
+    return _display(domain, ds, bits, present), index
+
+
+def _has_rescale(ds: Dataset) -> bool:
+    return "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
+
+
+def _display(raw: np.ndarray, ds: Dataset, bits: int, present: np.ndarray | None = None) -> np.ndarray:
+    """Stored values -> [0, 1] float32 display values; ``present`` restricts the rescaled min/max."""
+    has_rescale = _has_rescale(ds)
     values = apply_modality_lut(raw, ds) if has_rescale else raw
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
         lo, hi = _voi_range(ds)
         values = apply_voi_lut(values, ds, prefer_lut=True)
     elif has_rescale:
-        lo, hi = float(np.min(values)), float(np.max(values))
+        seen = values if present is None else values[present]
+        lo, hi = float(np.min(seen)), float(np.max(seen))
     else:
         lo, hi = _stored_range(ds, bits)
     values = values.astype(np.float64)

@@ -54,7 +54,7 @@ class Predictor:
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float, tuple[int, int]]:
         img = check_image(image)
-        boxed, scale = letterbox(img, self.input_size)
+        boxed, scale = letterbox(img, self.input_size, checked=True)
         return boxed[None, None], scale, (int(img.shape[0]), int(img.shape[1]))
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +99,7 @@ class OnnxPredictor(Predictor):
     backend = "onnx"
 
     def __init__(self, model_dir: Path, meta: ModelMetadata, *, threads: int | None = None, opt_level: str = "all",
-                 onnx_file: str | None = None):
+                 onnx_file: str | None = None, session_config: Mapping[str, str] | None = None):
         super().__init__(model_dir, meta)
         info = meta.onnx
         path = self.model_dir / (onnx_file or info.file)
@@ -117,6 +117,8 @@ class OnnxPredictor(Predictor):
         if threads:
             so.intra_op_num_threads = int(threads)
         so.log_severity_level = 3
+        for key, value in (session_config or {}).items():  # e.g. session.intra_op.allow_spinning
+            so.add_session_config_entry(key, value)
         try:
             data = path.read_bytes()
             if info.weights in ("fp16", "int8") or onnx_file is not None:

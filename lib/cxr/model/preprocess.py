@@ -51,9 +51,12 @@ def resize_bilinear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return (top * (1 - ly)[:, None] + bottom * ly[:, None]).astype(np.float32)
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """Resize (keep aspect, longer side = ``size``) into a zero ``size`` x ``size`` canvas, top-left."""
-    img = check_image(image)
+def letterbox(image: np.ndarray, size: int, *, checked: bool = False) -> tuple[np.ndarray, float]:
+    """Resize (keep aspect, longer side = ``size``) into a zero ``size`` x ``size`` canvas, top-left.
+
+    ``checked``: ``image`` already came from :func:`check_image` (skips a second pass over it).
+    """
+    img = image if checked else check_image(image)
     h, w = img.shape
     scale = size / max(h, w)
     nh, nw = min(size, max(1, round(h * scale))), min(size, max(1, round(w * scale)))

@@ -13,6 +13,8 @@ key                                                        what
 ``backup/<layout>/run=<run_id>/<partitions>/*.parquet``    stage 3 parquet, one prefix per backup run
 ``backup/<layout>/run=<run_id>/_SUCCESS``                  written last: the run is committed
 ``backup/manifests/<run_id>.json`` (``.purged.json``)      what a run wrote (and, later, what it purged)
+``backfill/<run_id>/run.json``                              a backfill's run record: counts, rate, settings
+``backfill/<run_id>/refusals.parquet``                      the files a backfill refused, with the reasons
 ``exports/``                                               mart exports written to the lake
 ``runs/<dag_id>/<logical date>/<task>.ipynb`` (``.html``)  executed notebooks: the run records
 ========================================================== ==============================================
@@ -35,6 +37,7 @@ SR_PREFIX = "sr/"
 LOADING_PREFIX = "loading/"
 BACKUP_PREFIX = "backup/"
 MANIFESTS_PREFIX = "backup/manifests/"
+BACKFILL_PREFIX = "backfill/"
 EXPORTS_PREFIX = "exports/"
 RUNS_PREFIX = "runs/"
 SUCCESS = "_SUCCESS"
@@ -138,6 +141,25 @@ def parse_manifest_key(key: str) -> tuple[str, bool] | None:
         return name.removesuffix(".purged.json"), True
     if name.endswith(".json"):
         return name.removesuffix(".json"), False
+    return None
+
+
+# -- backfill runs --------------------------------------------------------------------------------
+def backfill_record_key(run_id: str) -> str:
+    """``backfill/<run_id>/run.json``: what one backfill run did."""
+    return f"{BACKFILL_PREFIX}{check_name(run_id, 'backfill run id')}/run.json"
+
+
+def backfill_refusals_key(run_id: str) -> str:
+    """``backfill/<run_id>/refusals.parquet``: the files the run refused, with the reasons."""
+    return f"{BACKFILL_PREFIX}{check_name(run_id, 'backfill run id')}/refusals.parquet"
+
+
+def parse_backfill_record_key(key: str) -> str | None:
+    """The run id of a ``backfill/<run_id>/run.json`` key, else None."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] + "/" == BACKFILL_PREFIX and parts[2] == "run.json":
+        return parts[1]
     return None
 
 
