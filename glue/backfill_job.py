@@ -6,9 +6,9 @@ the work is :func:`cxr.backfill.job.run_backfill`: list SOURCE on the driver, ``
 that each open their own stores and predictor and run ingest's per-file path, the refusals parquet and
 the run record in the lake. This script only wires: arguments, secrets, the model folder, the report.
 
-Glue job setup (docs/deploy-aws.md): script = this file; ``--extra-py-files`` = the cxr wheel;
-``--additional-python-modules`` = ``pydantic-settings,sqlalchemy,pymysql,pymongo,pydicom,pylibjpeg,
-pylibjpeg-openjpeg,imagecodecs,onnxruntime,onnx,typer,tqdm`` (the per-file path's dependencies); job arguments
+Glue job setup (docs/deploy-aws.md): script = this file; ``--additional-python-modules`` = the cxr
+wheel's S3 path (pip installs it with its dependencies) plus the decoders of the ``app`` extra:
+``imagecodecs,pylibjpeg,pylibjpeg-openjpeg,pylibjpeg-libjpeg,pylibjpeg-rle``; job arguments
 ``--source s3://archive-bucket/export/``, ``--lake-url s3://bucket/prefix``, ``--db-secret-id <Secrets
 Manager id whose SecretString is the SQLAlchemy DB URL>``, ``--deid-key-secret-id <id of the
 de-identification key, the same CXR_DEID_KEY every other ingest uses>``, ``--models-url

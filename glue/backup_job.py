@@ -7,9 +7,9 @@ it runs on a local SparkSession over JDBC and uploads through the lake adapter. 
 work is :func:`cxr.backup.job.run_backup` and the pure transforms in :mod:`cxr.backup.transforms`.
 This script only wires: arguments, the Glue context and its connection reader, the report.
 
-Glue job setup: script = this file; ``--extra-py-files`` = the cxr wheel; ``--additional-python-modules``
-= ``sqlalchemy,pymysql,pydantic-settings,pymongo`` (for the plan, the verified purge and the
-watermark guard); job arguments ``--lake-url s3://bucket/prefix``, ``--connection-name <glue connection>``,
+Glue job setup (docs/deploy-aws.md): script = this file; ``--additional-python-modules`` = the cxr
+wheel's S3 path (pip installs it with its dependencies: SQLAlchemy for the plan and the verified purge,
+pymongo for the watermark guard); job arguments ``--lake-url s3://bucket/prefix``, ``--connection-name <glue connection>``,
 ``--db-secret-id <Secrets Manager id whose SecretString is the SQLAlchemy DB URL>`` and optionally
 ``--before``, ``--purge true``, ``--force true``, ``--layout month|week|image_id``. Other
 settings come from ``CXR_*`` variables as everywhere (e.g. ``CXR_WAREHOUSE_URL`` for the guard).
