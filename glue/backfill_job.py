@@ -25,18 +25,16 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import boto3
-from pyspark.context import SparkContext
-from pyspark.sql import SparkSession
 
 from cxr.backfill.job import FILES_PER_TASK, run_backfill
 from cxr.backfill.report import BackfillReport
 from cxr.config import Settings, load_settings
 from cxr.errors import CxrError
+from cxr.stores.aws import glue_runtime, secret_string
 from cxr.stores.catalog import Stores
 from cxr.stores.lake import Lake, open_lake
+from pyspark.context import SparkContext
+from pyspark.sql import SparkSession
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -54,18 +52,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _awsglue() -> tuple[Any, Any] | None:
-    """GlueContext and Job when running on AWS Glue (``awsglue`` is not on PyPI), else None."""
-    try:
-        from awsglue.context import GlueContext
-        from awsglue.job import Job
-    except ImportError:
-        return None
-    return GlueContext, Job
-
-
-def _secret(secret_id: str, region: str | None) -> str:
-    return boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=secret_id)["SecretString"].strip()
 
 
 def fetch_models(models_url: str, settings: Settings, dest: Path) -> Path:
@@ -86,9 +72,9 @@ def job_settings(args: argparse.Namespace, work: Path) -> Settings:
         overrides["lake_url"] = args.lake_url
     settings = load_settings(**overrides)
     if args.db_secret_id:
-        overrides["db_url"] = _secret(args.db_secret_id, settings.s3_region)
+        overrides["db_url"] = secret_string(args.db_secret_id, settings.s3_region)
     if args.deid_key_secret_id:
-        overrides["deid_key"] = _secret(args.deid_key_secret_id, settings.s3_region)
+        overrides["deid_key"] = secret_string(args.deid_key_secret_id, settings.s3_region)
     if args.models_url:
         overrides["models_dir"] = fetch_models(args.models_url, settings, work / "models")
     return load_settings(**overrides) if overrides else settings
@@ -97,7 +83,7 @@ def job_settings(args: argparse.Namespace, work: Path) -> Settings:
 def main(argv: list[str] | None = None, *, spark: SparkSession | None = None, lake: Lake | None = None) -> BackfillReport:
     """Run one backfill; returns its :class:`~cxr.backfill.report.BackfillReport`. Keywords are for tests."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    glue = _awsglue()
+    glue = glue_runtime()
     job = None
     try:
         with tempfile.TemporaryDirectory(prefix="cxr-backfill-") as work:

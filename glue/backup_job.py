@@ -23,19 +23,18 @@ import argparse
 import sys
 from typing import Any
 
-import boto3
-from pymongo.database import Database
-from pyspark.context import SparkContext
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from sqlalchemy import Engine, Table
-
 from cxr.backup.job import run_backup
 from cxr.backup.report import BackupReport
 from cxr.backup.spark import TableReader, spark_session
 from cxr.config import load_settings
 from cxr.errors import CxrError
+from cxr.stores.aws import glue_runtime, secret_string
 from cxr.stores.lake import Lake
+from pymongo.database import Database
+from pyspark.context import SparkContext
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from sqlalchemy import Engine, Table
 
 
 def _bool(value: str) -> bool:
@@ -63,15 +62,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _awsglue() -> tuple[Any, Any] | None:
-    """GlueContext and Job when running on AWS Glue (``awsglue`` is not on PyPI), else None."""
-    try:
-        from awsglue.context import GlueContext
-        from awsglue.job import Job
-    except ImportError:
-        return None
-    return GlueContext, Job
-
 
 def glue_reader(glue_context: Any, connection_name: str) -> TableReader:
     """Read a table through the Glue connection as a DynamicFrame, hash-partitioned on its id column."""
@@ -88,9 +78,6 @@ def glue_reader(glue_context: Any, connection_name: str) -> TableReader:
     return read
 
 
-def _db_url_from_secret(secret_id: str, region: str | None) -> str:
-    return boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=secret_id)["SecretString"].strip()
-
 
 def main(argv: list[str] | None = None, *, spark: SparkSession | None = None, engine: Engine | None = None,
          lake: Lake | None = None, warehouse: Database | None = None) -> BackupReport:
@@ -99,12 +86,12 @@ def main(argv: list[str] | None = None, *, spark: SparkSession | None = None, en
     overrides: dict[str, object] = {}
     if args.lake_url:
         overrides["lake_url"] = args.lake_url
-    glue = _awsglue()
+    glue = glue_runtime()
     job = reader = None
     try:
         settings = load_settings(**overrides)
         if args.db_secret_id:
-            settings = load_settings(**overrides, db_url=_db_url_from_secret(args.db_secret_id, settings.s3_region))
+            settings = load_settings(**overrides, db_url=secret_string(args.db_secret_id, settings.s3_region))
         if glue is not None:
             GlueContext, Job = glue
             glue_context = GlueContext(SparkContext.getOrCreate())

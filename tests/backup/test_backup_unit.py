@@ -94,7 +94,7 @@ def test_glue_script_arguments():
     spec.loader.exec_module(mod)
     a = mod.parse_args(["--JOB_NAME", "j", "--before", "2024-01-01", "--purge", "true", "--TempDir", "s3://t/"])
     assert (a.JOB_NAME, a.before, a.purge, a.force, a.layout) == ("j", "2024-01-01", True, False, "month")
-    assert mod._awsglue() is None  # awsglue is not on PyPI: the script runs on plain Spark here
+    assert mod.glue_runtime() is None  # awsglue is not on PyPI: the script runs on plain Spark here
 
 
 def test_notebook_entry_checks_engine_and_glue_job(make_settings):
