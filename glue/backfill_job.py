@@ -30,10 +30,9 @@ from cxr.backfill.job import FILES_PER_TASK, run_backfill
 from cxr.backfill.report import BackfillReport
 from cxr.config import Settings, load_settings
 from cxr.errors import CxrError
-from cxr.stores.aws import glue_runtime, secret_string
+from cxr.stores.aws import finish_job, secret_string, start_glue_job
 from cxr.stores.catalog import Stores
 from cxr.stores.lake import Lake, open_lake
-from pyspark.context import SparkContext
 from pyspark.sql import SparkSession
 
 
@@ -83,17 +82,13 @@ def job_settings(args: argparse.Namespace, work: Path) -> Settings:
 def main(argv: list[str] | None = None, *, spark: SparkSession | None = None, lake: Lake | None = None) -> BackfillReport:
     """Run one backfill; returns its :class:`~cxr.backfill.report.BackfillReport`. Keywords are for tests."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    glue = glue_runtime()
     job = None
     try:
         with tempfile.TemporaryDirectory(prefix="cxr-backfill-") as work:
             settings = job_settings(args, Path(work))
-            if glue is not None:
-                GlueContext, Job = glue
-                glue_context = GlueContext(SparkContext.getOrCreate())
+            if (glue := start_glue_job(args.JOB_NAME, vars(args))) is not None:
+                glue_context, job = glue
                 spark = glue_context.spark_session
-                job = Job(glue_context)
-                job.init(args.JOB_NAME, vars(args))
             elif spark is None and args.master is None and os.environ.get("PYSPARK_GATEWAY_PORT"):
                 spark = SparkSession.builder.appName(args.JOB_NAME).getOrCreate()  # spark-submit (EMR): its master
             report = run_backfill(args.source, stores=Stores.open(settings, lake=lake), spark=spark, master=args.master,
@@ -101,10 +96,7 @@ def main(argv: list[str] | None = None, *, spark: SparkSession | None = None, la
     except CxrError as exc:
         print(f"cxr: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
-    for line in report.lines():
-        print(line)
-    if job is not None:
-        job.commit()
+    finish_job(report, job)
     return report
 
 

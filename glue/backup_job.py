@@ -28,10 +28,9 @@ from cxr.backup.report import BackupReport
 from cxr.backup.spark import TableReader, spark_session
 from cxr.config import load_settings
 from cxr.errors import CxrError
-from cxr.stores.aws import glue_runtime, secret_string
+from cxr.stores.aws import finish_job, secret_string, start_glue_job
 from cxr.stores.lake import Lake
 from pymongo.database import Database
-from pyspark.context import SparkContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from sqlalchemy import Engine, Table
@@ -86,18 +85,14 @@ def main(argv: list[str] | None = None, *, spark: SparkSession | None = None, en
     overrides: dict[str, object] = {}
     if args.lake_url:
         overrides["lake_url"] = args.lake_url
-    glue = glue_runtime()
     job = reader = None
     try:
         settings = load_settings(**overrides)
         if args.db_secret_id:
             settings = load_settings(**overrides, db_url=secret_string(args.db_secret_id, settings.s3_region))
-        if glue is not None:
-            GlueContext, Job = glue
-            glue_context = GlueContext(SparkContext.getOrCreate())
+        if (glue := start_glue_job(args.JOB_NAME, vars(args))) is not None:
+            glue_context, job = glue
             spark = glue_context.spark_session
-            job = Job(glue_context)
-            job.init(args.JOB_NAME, vars(args))
             if args.connection_name:
                 reader = glue_reader(glue_context, args.connection_name)
         else:
@@ -108,10 +103,7 @@ def main(argv: list[str] | None = None, *, spark: SparkSession | None = None, en
     except CxrError as exc:
         print(f"cxr: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
-    for line in report.lines():
-        print(line)
-    if job is not None:
-        job.commit()
+    finish_job(report, job)
     return report
 
 

@@ -6,13 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-
 from cxr.backup.job import parse_before
+from cxr.backup.manifest import compare, id_checksum, summarize_table
 from cxr.backup.purge import check_watermark
 from cxr.backup.spark import jdbc_options
-from cxr.backup.manifest import compare, id_checksum, summarize_table
-from cxr.stores.backup_reader import Manifest
 from cxr.errors import ConfigError, InputError, IntegrityError
+from cxr.stores.backup_reader import Manifest
 
 pytestmark = pytest.mark.unit
 
@@ -94,7 +93,7 @@ def test_glue_script_arguments():
     spec.loader.exec_module(mod)
     a = mod.parse_args(["--JOB_NAME", "j", "--before", "2024-01-01", "--purge", "true", "--TempDir", "s3://t/"])
     assert (a.JOB_NAME, a.before, a.purge, a.force, a.layout) == ("j", "2024-01-01", True, False, "month")
-    assert mod.glue_runtime() is None  # awsglue is not on PyPI: the script runs on plain Spark here
+    assert mod.start_glue_job("j", vars(a)) is None  # awsglue is not on PyPI: the script runs on plain Spark here
 
 
 def test_notebook_entry_checks_engine_and_glue_job(make_settings):
