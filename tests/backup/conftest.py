@@ -8,9 +8,10 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from sqlalchemy import insert, select
+
 from cxr.stores import schema
 from cxr.stores.queries import JOINED_COLUMNS, joined_rows
-from sqlalchemy import insert, select
 
 #: Transactions before this are history; the run's --before.
 CUTOFF = datetime(2024, 3, 1)

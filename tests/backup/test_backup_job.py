@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from cxr.backup.job import run_backup
-from cxr.errors import IntegrityError
 from cxr.stores.backup_reader import committed_runs, read_backup
+from cxr.errors import IntegrityError
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")]

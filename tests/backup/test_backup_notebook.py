@@ -24,6 +24,7 @@ def test_notebook_shape():
 @pytest.mark.integration
 def test_notebook_dry_run_with_papermill(make_settings, tmp_path):
     import papermill as pm
+
     from cxr.stores import db
 
     settings = make_settings()  # CXR_DATA_DIR of this test: the kernel inherits it

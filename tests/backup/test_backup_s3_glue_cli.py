@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+
 from cxr.stores.backup_reader import committed_runs, read_backup
 
 pytestmark = [pytest.mark.integration,

@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+
 from cxr.backup.job import parse_before
-from cxr.backup.manifest import compare, id_checksum, summarize_table
 from cxr.backup.purge import check_watermark
 from cxr.backup.spark import jdbc_options
-from cxr.errors import ConfigError, InputError, IntegrityError
+from cxr.backup.manifest import compare, id_checksum, summarize_table
 from cxr.stores.backup_reader import Manifest
+from cxr.errors import ConfigError, InputError, IntegrityError
 
 pytestmark = pytest.mark.unit
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from cxr.backup.job import run_backup
-from cxr.backup.manifest import summarize_table
 from cxr.backup.steps import verify_run
-from cxr.errors import IntegrityError
-from cxr.stores.backup_reader import Manifest, arrow_schema
+from cxr.backup.manifest import summarize_table
+from cxr.stores.backup_reader import Manifest
 from cxr.stores.layout import manifest_key
+from cxr.stores.backup_reader import arrow_schema
+from cxr.errors import IntegrityError
 from cxr.stores.queries import JOINED_COLUMNS, joined_rows
 
 pytestmark = pytest.mark.integration
