@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pyspark.sql import SparkSession
+
 from cxr.backfill.job import FILES_PER_TASK, run_backfill
 from cxr.backfill.report import BackfillReport
 from cxr.config import Settings, load_settings
@@ -33,7 +35,6 @@ from cxr.errors import CxrError
 from cxr.stores.aws import finish_job, secret_string, start_glue_job
 from cxr.stores.catalog import Stores
 from cxr.stores.lake import Lake, open_lake
-from pyspark.sql import SparkSession
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

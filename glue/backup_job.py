@@ -23,6 +23,11 @@ import argparse
 import sys
 from typing import Any
 
+from pymongo.database import Database
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from sqlalchemy import Engine, Table
+
 from cxr.backup.job import run_backup
 from cxr.backup.report import BackupReport
 from cxr.backup.spark import TableReader, spark_session
@@ -30,10 +35,6 @@ from cxr.config import load_settings
 from cxr.errors import CxrError
 from cxr.stores.aws import finish_job, secret_string, start_glue_job
 from cxr.stores.lake import Lake
-from pymongo.database import Database
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from sqlalchemy import Engine, Table
 
 
 def _bool(value: str) -> bool:
