@@ -7,30 +7,14 @@ embedded stores (SQLite + local lake) in this test's tmp dir. The upload widget 
 
 from __future__ import annotations
 
-import os
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from cxr.devtools import services
-
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -42,50 +26,28 @@ def models_dir():
 
 @pytest.fixture
 def dashboard(tmp_path, models_dir):
-    port = _free_port()
-    data = tmp_path / "var"
-    env = {**os.environ, "CXR_DATA_DIR": str(data), "CXR_MODELS_DIR": str(models_dir),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jr"), "JUPYTER_CONFIG_DIR": str(tmp_path / "jc"),
-           "JUPYTER_DATA_DIR": str(tmp_path / "jd"), "IPYTHONDIR": str(tmp_path / "ipy"),
-           "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
+    from dashboard_server import dashboard_env, serve
     from people_factory import user
 
     from cxr.stores.db import make_engine, upgrade
 
+    data = tmp_path / "var"
     engine = make_engine(f"sqlite:///{data / 'cxr.db'}")
     upgrade(engine)
     user(engine, "uploader1", "uploader")  # every page needs a sign-in (issue 14)
     engine.dispose()
-    log = open(tmp_path / "voila.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "cxr", "dashboard", "--port", str(port), "--cull-idle", "120"],
-                            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"cxr dashboard exited: {(tmp_path / 'voila.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    else:
-        pytest.fail("cxr dashboard did not open its port in 90 s")
-    yield {"url": f"http://127.0.0.1:{port}/", "data": data, "log": tmp_path / "voila.log"}
-    services.terminate(proc.pid, timeout=20)
-    proc.wait()
-    log.close()
+    with serve(tmp_path, dashboard_env(tmp_path, models_dir)) as (url, log):
+        yield {"url": url, "data": data, "log": log}
 
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
+    from dashboard_server import chromium
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as browser:
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(60_000)
         yield pg
-        browser.close()
 
 
 def _upload(page, path: Path) -> None:

@@ -38,3 +38,22 @@ def spark():
     session.conf.set("spark.sql.shuffle.partitions", "2")
     yield session
     session.stop()
+
+
+@pytest.fixture
+def models_dir():
+    """The checkout's model registry: e2e and integration tests use the real ONNX model."""
+    from ingest_factory import require_model
+
+    return require_model()
+
+
+@pytest.fixture
+def db(tmp_path):
+    """The SQLite DB under the test's var/ (where `cxr dashboard` with dashboard_env finds it), migrated."""
+    from cxr.stores.db import make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'cxr.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()

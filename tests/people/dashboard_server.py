@@ -15,6 +15,9 @@ import pytest
 from cxr.devtools import services
 
 PORTS = range(18870, 18880)
+CHROMIUM = "/usr/bin/chromium"  # Debian's (scripts/system_deps.sh test)
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def free_port() -> int:
@@ -68,3 +71,16 @@ def browser_login(page, base_url: str, name: str, password: str) -> None:
     page.fill("#username", name)
     page.fill("#password", password)
     page.click("#login_submit")
+
+
+@contextmanager
+def chromium():
+    """Debian's Chromium, headless, driven by Playwright; yields the browser."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

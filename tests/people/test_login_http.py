@@ -16,7 +16,6 @@ from dashboard_server import dashboard_env, serve
 from people_factory import PASSWORD, user
 
 from cxr.auth import audit
-from cxr.stores.db import make_engine, upgrade
 
 pytestmark = pytest.mark.e2e
 
@@ -56,21 +55,6 @@ def _login(base: str, name: str, password: str):
     form = urlencode({"username": name, "password": password, "_xsrf": xsrf})
     return _request(base, "POST", "/login?next=%2F", {"Content-Type": "application/x-www-form-urlencoded",
                                                        "Cookie": jar}, form), jar
-
-
-@pytest.fixture
-def models_dir():
-    from ingest_factory import require_model
-
-    return require_model()
-
-
-@pytest.fixture
-def db(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'cxr.db'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_no_sign_in_no_page_no_kernel(tmp_path, models_dir, db):

@@ -54,13 +54,6 @@ def _phantoms(folder, seeds, gamma: float | None = None):
             Image.fromarray(np.round(255 * a**gamma).astype(np.uint8), "L").save(path)
 
 
-@pytest.fixture
-def models_dir():
-    from ingest_factory import require_model
-
-    return require_model()
-
-
 def _stores(tmp_path, name, make_settings, local_lake, warehouse_db, models_dir):
     engine = make_engine(f"sqlite:///{tmp_path / name}.db")
     upgrade(engine)

@@ -15,38 +15,15 @@ from people_factory import PASSWORD, user
 
 from cxr.auth import audit
 from cxr.review.store import predicted_boxes, reviews_of
-from cxr.stores.db import make_engine, upgrade
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture
-def models_dir():
-    from ingest_factory import require_model
-
-    return require_model()
-
-
-@pytest.fixture
-def db(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'cxr.db'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture
 def chrome():
-    from playwright.sync_api import sync_playwright
+    from dashboard_server import chromium
 
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
+    with chromium() as browser:
+        yield browser
 
 
 def _page(chrome):
