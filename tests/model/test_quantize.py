@@ -38,6 +38,7 @@ def test_quantize_writes_a_new_version_beside_the_source(tmp_path):
     meta = read_metadata(out)
     assert (meta.version, meta.onnx.weights, meta.torch) == ("9.9.9", "int8-static", None)
     assert meta.training["quantization"]["from_version"] == "1.0.0" and meta.metrics["map50"] == 0.5
+    assert meta.drift_reference is None  # the source's scores are not this model's (the CLI computes its own)
     card = (out / "MODEL_CARD.md").read_text()
     assert card.startswith("# Model card: cxr-demo 9.9.9") and "NOT FOR CLINICAL USE" in card
     assert "statically quantized" in card and "mAP@0.5: 0.500" in card
@@ -53,6 +54,8 @@ def test_the_shipped_static_int8_version_finds_what_its_source_finds(make_settin
     src = load_predictor(settings, model_dir=MODELS / "cxr-demo" / "1.0.0")
     assert isinstance(q, OnnxPredictor) and q.metadata.onnx.weights == "int8-static"
     assert q.metadata.metrics["map50"] >= src.metadata.metrics["map50"] - 0.01
+    ref, src_ref = q.metadata.drift_reference, src.metadata.drift_reference  # the monitor compares with its own
+    assert ref is not None and src_ref is not None and ref.features["score"] != src_ref.features["score"]
     agree = [_same_findings(q.predict(p.as_float()), src.predict(p.as_float()))
              for p in (generate_phantom(10_000_000 + i, 512, q.classes) for i in range(6))]
     assert sum(agree) >= 5, agree
