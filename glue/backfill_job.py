@@ -31,7 +31,7 @@ from pyspark.sql import SparkSession
 from cxr.backfill.job import FILES_PER_TASK, run_backfill
 from cxr.backfill.report import BackfillReport
 from cxr.config import Settings, load_settings
-from cxr.errors import CxrError
+from cxr.errors import CxrError, fail
 from cxr.stores.aws import finish_job, secret_string, start_glue_job
 from cxr.stores.catalog import Stores
 from cxr.stores.lake import Lake, open_lake
@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None, *, spark: SparkSession | None = None, la
             report = run_backfill(args.source, stores=Stores.open(settings, lake=lake), spark=spark, master=args.master,
                                   files_per_task=args.files_per_task, run_id=args.run_id, progress=False)
     except CxrError as exc:
-        print(f"cxr: error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
+        fail(exc)
     finish_job(report, job)
     return report
 

@@ -32,7 +32,7 @@ from cxr.backup.job import run_backup
 from cxr.backup.report import BackupReport
 from cxr.backup.spark import TableReader, spark_session
 from cxr.config import load_settings
-from cxr.errors import CxrError
+from cxr.errors import CxrError, fail
 from cxr.stores.aws import finish_job, secret_string, start_glue_job
 from cxr.stores.lake import Lake
 
@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None, *, spark: SparkSession | None = None, en
                             layout=args.layout, spark=spark, reader=reader, direct_write=glue is not None,
                             engine=engine, lake=lake, warehouse=warehouse, num_partitions=args.num_partitions)
     except CxrError as exc:
-        print(f"cxr: error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
+        fail(exc)
     finish_job(report, job)
     return report
 

@@ -7,6 +7,9 @@ on stderr and its ``exit_code``; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 
 class CxrError(Exception):
     """A failure the user can act on. ``setting`` names the configuration key at fault."""
@@ -42,3 +45,9 @@ class IntegrityError(CxrError):
     """A verification failed (checksums, counts, watermark guard): nothing was changed."""
 
     exit_code = 4
+
+
+def fail(exc: CxrError) -> NoReturn:
+    """Print one line for an expected failure and exit with its code (the CLI and the Glue scripts)."""
+    print(f"cxr: error: {exc}", file=sys.stderr)
+    raise SystemExit(exc.exit_code) from None

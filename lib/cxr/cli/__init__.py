@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from cxr.errors import ConfigError, CxrError
+from cxr.errors import ConfigError, CxrError, fail
 
 app = typer.Typer(
     name="cxr",
@@ -53,12 +53,6 @@ def _register_all() -> None:
 
 
 _register_all()
-
-
-def fail(exc: CxrError) -> None:
-    """Print one line for an expected failure and exit with its code."""
-    typer.echo(f"cxr: error: {exc}", err=True)
-    raise SystemExit(exc.exit_code)
 
 
 #: Packages of the `train` extra (`make train-env`), which the demo environment leaves out.
